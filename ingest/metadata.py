@@ -335,7 +335,7 @@ def _meta_from_tags(tags: Mapping[str, Any], xmp: str | None) -> MediaMetadata:
 # XMP (regex on the raw packet: Pillow's getxmp() needs defusedxml, and we only want a few values)
 # --------------------------------------------------------------------------------------------------
 
-_XMP_DATE_NAMES = ("DateTimeOriginal", "DateCreated", "CreateDate")
+_XMP_DATE_NAMES = ("DateTimeOriginal", "CreateDate", "DateCreated")  # the order exiftool reports them
 
 
 def _xmp_text(raw: Any) -> str | None:
@@ -462,6 +462,22 @@ def _pillow_xmp(img: Any, tags: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _apply_iptc_date(img: Any, meta: MediaMetadata) -> None:
+    """IPTC DateCreated (2:55) + TimeCreated (2:60), as written by Photoshop-era tools without EXIF."""
+    from PIL import IptcImagePlugin
+
+    info = _safe(lambda: IptcImagePlugin.getiptcinfo(img)) or {}
+    day = info.get((2, 55))
+    if not isinstance(day, bytes) or len(day) < 8:
+        return
+    clock = info.get((2, 60)) if isinstance(info.get((2, 60)), bytes) else b"000000"
+    text = day[:8].decode("ascii", "ignore")
+    hms = clock[:6].decode("ascii", "ignore").ljust(6, "0")
+    taken, offset = parse_datetime(f"{text[:4]}:{text[4:6]}:{text[6:8]} {hms[:2]}:{hms[2:4]}:{hms[4:6]}{clock[6:].decode('ascii', 'ignore')}")
+    if taken is not None:
+        meta.taken_at, meta.taken_at_offset, meta.taken_at_source = taken, offset, "iptc:DateCreated"
+
+
 def _read_with_pillow(path: str) -> MediaMetadata | None:
     """Metadata via Pillow without decoding pixels; None when Pillow cannot identify the file."""
     _register_heif()
@@ -476,6 +492,8 @@ def _read_with_pillow(path: str) -> MediaMetadata | None:
         with img:
             tags = _pillow_tags(img)
             meta = _meta_from_tags(tags, _pillow_xmp(img, tags))
+            if meta.taken_at is None:
+                _apply_iptc_date(img, meta)
             width, height = _stored_size(img)
             if "original_orientation" in img.info:
                 # pillow-heif has already applied the HEIF transforms (img.size is the display size) and reset
