@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sqlalchemy import delete
 from sqlmodel import Session
 
 from catalog.models import Frame, Media, Task, utcnow
@@ -65,7 +66,7 @@ def write_result(session: Session, task: Task, result: ExtractResult) -> None:
         setattr(media, key, value)
     media.error, media.updated_at = result.error, utcnow()
     session.add(media)
-    session.query(Frame).filter(Frame.media_id == media.id).delete()  # type: ignore[attr-defined]
+    session.exec(delete(Frame).where(Frame.media_id == media.id))  # type: ignore[call-overload]
     for frame in result.frames:
         session.add(Frame(media_id=media.id, idx=frame.idx, time=frame.time, width=frame.width,
                           height=frame.height, scene_change=frame.scene_change))
