@@ -179,6 +179,92 @@ def retry(library: LibraryOpt = None, stage: Annotated[Optional[str], typer.Opti
         err.print(f"{retry_failed(session, stage)} failed tasks are pending again")
 
 
+people_app = typer.Typer(help="People found by face clustering: list, name, merge.", invoke_without_command=True)
+app.add_typer(people_app, name="people")
+
+
+@people_app.callback()
+def people_list(ctx: typer.Context, library: LibraryOpt = None, json_out: JsonOpt = False) -> None:
+    """List people (most faces first) with the files they appear in."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from catalog.db import session_for
+    from ingest.people import list_people
+
+    with session_for(_library(library).database_url) as session:
+        people = list_people(session)
+    if json_out:
+        _print_json({"people": people})
+        return
+    table = Table("person", "name", "faces", "files")
+    for person in people:
+        table.add_row(str(person["person_id"]), person["name"] or "-", str(person["faces"]), str(len(person["media"])))
+    out.print(table)
+
+
+@people_app.command("name")
+def people_name(person_id: int, name: str, library: LibraryOpt = None) -> None:
+    """Give a person a name; it survives re-clustering."""
+    from catalog.db import session_for
+    from ingest.people import name_person
+
+    with session_for(_library(library).database_url) as session:
+        try:
+            name_person(session, person_id, name)
+        except (KeyError, ValueError) as error:
+            _fail(str(error).strip("'"), code=2)
+    err.print(f"person {person_id} is now {name!r}")
+
+
+@people_app.command("merge")
+def people_merge(keep: int, other: int, library: LibraryOpt = None) -> None:
+    """Merge person OTHER into person KEEP."""
+    from catalog.db import session_for
+    from ingest.people import merge_people
+
+    with session_for(_library(library).database_url) as session:
+        try:
+            merge_people(session, keep, other)
+        except KeyError as error:
+            _fail(str(error).strip("'"), code=2)
+    err.print(f"merged person {other} into {keep}")
+
+
+models_app = typer.Typer(help="Model profiles from models.yaml: what each analyzer uses and whether it is here.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(json_out: JsonOpt = False,
+                profile: Annotated[Optional[str], typer.Option(help="Profile to show (default: active).")] = None) -> None:
+    """Each analyzer's model, where it comes from, whether it is present, and its license."""
+    from tools.models import models_report
+
+    data = models_report(profile)
+    if json_out:
+        _print_json(data)
+        return
+    table = Table("family", "model", "source", "present", "license", title=f"profile {data['profile']}")
+    for row in data["models"]:
+        table.add_row(row["family"], row["model"], row["source"], "yes" if row["present"] else f"no: {row['detail']}",
+                      row["license"] or "-")
+    out.print(table)
+
+
+@models_app.command("check")
+def models_check(json_out: JsonOpt = False,
+                 profile: Annotated[Optional[str], typer.Option(help="Profile to check.")] = None) -> None:
+    """Like `list`, but exits non-zero when a model of the profile is missing."""
+    from tools.models import models_report
+
+    data = models_report(profile)
+    if json_out:
+        _print_json(data)
+    else:
+        models_list(json_out=False, profile=profile)
+    if not all(row["present"] for row in data["models"]):
+        raise typer.Exit(1)
+
 def main() -> None:
     app()
 

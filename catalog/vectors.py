@@ -1,12 +1,32 @@
 """The one Milvus client wrapper: Milvus Lite file by default, a Milvus server by URI.
 
-Opening Milvus Lite costs about a second and a few hundred MB, so the client is created lazily and only by
-code that needs vectors (analyzers, search, health checks).
+Image vectors (one per photo and per kept keyframe) carry the scalar fields filters need (kind, taken time,
+year, month), so a filtered similarity search is one call with the filter inside the vector search. Opening
+Milvus Lite costs about a second and a few hundred MB, so the client is created lazily.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from functools import cached_property
+from typing import Any, Iterable, Sequence
+
+FRAME_BITS = 20  # vector id = media_id << FRAME_BITS | (keyframe index + 1); photos use slot 0
+
+
+def wallclock_ts(value: "datetime | None") -> int:
+    """Seconds for a naive camera wall-clock time, read as if it were UTC (0 when unknown): filters compare these."""
+    return int(value.replace(tzinfo=timezone.utc).timestamp()) if value else 0
+
+
+def image_collection(model_id: str) -> str:
+    """One collection per image model: vectors of different models are not comparable."""
+    return "images_" + re.sub(r"[^0-9A-Za-z_]", "_", model_id)
+
+
+def image_vector_id(media_id: int, frame_idx: int | None) -> int:
+    return (media_id << FRAME_BITS) | (0 if frame_idx is None else frame_idx + 1)
 
 
 class VectorStore:
@@ -28,6 +48,54 @@ class VectorStore:
         except Exception as error:  # any client/server failure means "not reachable"
             return False, f"{type(error).__name__}: {error}"
         return True, f"{len(collections)} collections"
+
+    def ensure_images(self, model_id: str, dim: int) -> str:
+        """Create the image collection of a model (if missing) and return its name."""
+        name = image_collection(model_id)
+        if self.client.has_collection(name):
+            return name
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("media_id", DataType.INT64)
+        schema.add_field("frame_id", DataType.INT64)
+        schema.add_field("time", DataType.FLOAT)
+        schema.add_field("kind", DataType.VARCHAR, max_length=8)
+        schema.add_field("taken_ts", DataType.INT64)
+        schema.add_field("year", DataType.INT32)
+        schema.add_field("month", DataType.INT32)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="COSINE")
+        self.client.create_collection(name, schema=schema, index_params=index)
+        return name
+
+    def upsert_images(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.client.upsert(collection, list(rows))
+
+    def delete_media(self, collection: str, media_ids: Iterable[int]) -> None:
+        ids = [int(i) for i in media_ids]
+        if ids and self.client.has_collection(collection):
+            self.client.delete(collection, filter=f"media_id in {ids}")
+
+    def search_images(self, collection: str, vector: Sequence[float], limit: int,
+                      filter_expr: str = "") -> list[dict[str, Any]]:
+        """Nearest images (cosine similarity, best first), with the filter applied inside the search."""
+        if not self.client.has_collection(collection):
+            return []
+        hits = self.client.search(collection, data=[list(map(float, vector))], limit=limit,
+                                  filter=filter_expr, output_fields=["media_id", "frame_id", "time", "kind"])
+        return [{"media_id": h["entity"]["media_id"], "frame_id": h["entity"]["frame_id"],
+                 "time": h["entity"]["time"], "kind": h["entity"]["kind"], "score": float(h["distance"])}
+                for h in hits[0]]
+
+    def image_vector(self, collection: str, vector_id: int) -> list[float] | None:
+        if not self.client.has_collection(collection):
+            return None
+        rows = self.client.get(collection, ids=[vector_id], output_fields=["vector"])
+        return list(rows[0]["vector"]) if rows else None
 
     def close(self) -> None:
         if "client" in self.__dict__:

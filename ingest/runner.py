@@ -26,6 +26,9 @@ class IngestReport:
     reclaimed: int = 0
     given_up: int = 0
     run: RunSummary = field(default_factory=RunSummary)
+    analyzers: dict[str, RunSummary] = field(default_factory=dict)
+    skipped_analyzers: dict[str, str] = field(default_factory=dict)
+    people: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -33,6 +36,10 @@ class IngestReport:
             "reclaimed": self.reclaimed, "given_up": self.given_up,
             "processed": self.run.done, "failed": self.run.failed, "seconds": round(self.run.seconds, 2),
             "files_per_second": round(self.run.files_per_second, 2),
+            "analyzers": {name: {"done": r.done, "failed": r.failed, "seconds": round(r.seconds, 2)}
+                          for name, r in self.analyzers.items()},
+            "skipped_analyzers": self.skipped_analyzers,
+            "people": self.people,
         }
 
 
@@ -57,4 +64,27 @@ def ingest(library: Library, paths: Sequence[str | Path] = (), rescan: bool = Tr
                         on_scan(scan)
             report.run = run_extract(session, library, workers=workers, batch_size=batch_size, limit=limit,
                                      progress=progress)
+            _run_analyzers(session, library, report, batch_size, progress)
     return report
+
+
+def _run_analyzers(session, library: Library, report: IngestReport, batch_size: int,  # type: ignore[no-untyped-def]
+                   progress: ProgressFn | None) -> None:
+    """Each enabled analyzer over every finished file; a missing model is reported once and skipped."""
+    from ingest.analyze import backfill, enabled_analyzers, run_analyzer
+    from ingest.analyzers.base import ModelNotFound
+
+    for stage in enabled_analyzers():
+        backfill(session, [stage])
+        try:
+            report.analyzers[stage] = run_analyzer(session, library, stage, batch_size=batch_size, progress=progress)
+        except (ModelNotFound, ImportError) as error:
+            report.skipped_analyzers[stage] = str(error)
+            session.rollback()
+            from ingest.queue import reclaim_stale
+
+            reclaim_stale(session)
+    if "faces" in report.analyzers:
+        from ingest.people import recluster
+
+        report.people = recluster(session)

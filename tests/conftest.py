@@ -20,6 +20,7 @@ def _no_network_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach a model hub."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("PHOTO_ENGINE_ANALYZERS", "none")  # foundation tests; analyzer tests opt in
 
 
 @pytest.fixture
