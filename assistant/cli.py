@@ -265,6 +265,21 @@ def models_check(json_out: JsonOpt = False,
     if not all(row["present"] for row in data["models"]):
         raise typer.Exit(1)
 
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (search, chat, serve) add themselves to `app` on import."""
+    import importlib
+
+    for module in ("assistant.cli_search", "assistant.cli_chat", "assistant.cli_serve"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+_register_command_modules()
+
+
 def main() -> None:
     app()
 

@@ -41,7 +41,9 @@ class TextEncoder:
         with _LOCK:
             if self.model_dir not in _LOADED:
                 from transformers import AutoModel, AutoTokenizer
+                from transformers.utils import logging as hf_logging
 
+                hf_logging.disable_progress_bar()  # a tqdm bar per load would break the CLI's own progress display
                 set_torch_threads(self.spec)
                 tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
                 model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
