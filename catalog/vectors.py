@@ -15,6 +15,13 @@ from typing import Any, Iterable, Sequence
 FRAME_BITS = 20  # vector id = media_id << FRAME_BITS | (keyframe index + 1); photos use slot 0
 
 
+def _explain(error: Exception, uri: str) -> str:
+    text = f"{type(error).__name__}: {error}"
+    if "MilvusLite" in text or "lock" in text.lower():
+        return f"{uri} is in use by another photo-engine process (Milvus Lite allows one at a time)"
+    return text
+
+
 def wallclock_ts(value: "datetime | None") -> int:
     """Seconds for a naive camera wall-clock time, read as if it were UTC (0 when unknown): filters compare these."""
     return int(value.replace(tzinfo=timezone.utc).timestamp()) if value else 0
@@ -41,18 +48,27 @@ class VectorStore:
 
         return MilvusClient(self.uri)
 
+    def _ready(self, collection: str) -> bool:
+        """True when the collection exists, loaded for search (a fresh process finds it released)."""
+        if not self.client.has_collection(collection):
+            return False
+        if collection not in self.__dict__.setdefault("_loaded", set()):
+            self.client.load_collection(collection)
+            self.__dict__["_loaded"].add(collection)
+        return True
+
     def health(self) -> tuple[bool, str]:
         """(reachable, detail) without raising."""
         try:
             collections = self.client.list_collections()
         except Exception as error:  # any client/server failure means "not reachable"
-            return False, f"{type(error).__name__}: {error}"
+            return False, _explain(error, self.uri)
         return True, f"{len(collections)} collections"
 
     def ensure_images(self, model_id: str, dim: int) -> str:
         """Create the image collection of a model (if missing) and return its name."""
         name = image_collection(model_id)
-        if self.client.has_collection(name):
+        if self._ready(name):
             return name
         from pymilvus import DataType
 
@@ -72,18 +88,18 @@ class VectorStore:
         return name
 
     def upsert_images(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
+        if rows and self._ready(collection):
             self.client.upsert(collection, list(rows))
 
     def delete_media(self, collection: str, media_ids: Iterable[int]) -> None:
         ids = [int(i) for i in media_ids]
-        if ids and self.client.has_collection(collection):
+        if ids and self._ready(collection):
             self.client.delete(collection, filter=f"media_id in {ids}")
 
     def search_images(self, collection: str, vector: Sequence[float], limit: int,
                       filter_expr: str = "") -> list[dict[str, Any]]:
         """Nearest images (cosine similarity, best first), with the filter applied inside the search."""
-        if not self.client.has_collection(collection):
+        if not self._ready(collection):
             return []
         hits = self.client.search(collection, data=[list(map(float, vector))], limit=limit,
                                   filter=filter_expr, output_fields=["media_id", "frame_id", "time", "kind"])
@@ -92,12 +108,27 @@ class VectorStore:
                 for h in hits[0]]
 
     def image_vector(self, collection: str, vector_id: int) -> list[float] | None:
-        if not self.client.has_collection(collection):
+        if not self._ready(collection):
             return None
         rows = self.client.get(collection, ids=[vector_id], output_fields=["vector"])
         return list(rows[0]["vector"]) if rows else None
 
     def close(self) -> None:
+        """Close the client and, for Milvus Lite, stop its in-process server: it holds an exclusive file lock,
+        so another photo-engine process cannot open the same vectors.db until this one lets go."""
         if "client" in self.__dict__:
             self.client.close()
             del self.__dict__["client"]
+            self.__dict__.pop("_loaded", None)
+        if not self.uri.startswith(("http://", "https://", "tcp://")):
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+            except ImportError:
+                return
+            server_manager_instance.release_server(self.uri)
+
+    def __enter__(self) -> "VectorStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -132,6 +132,8 @@ def run_analyzer(session: Session, library: Library, stage: str, batch_size: int
         session.commit()
         if progress:
             progress(summary.done, summary.failed, count_by_status(session, stage).get("pending", 0))
+    if vectors is not None:
+        vectors.store.close()
     summary.seconds = time.monotonic() - started
     return summary
 

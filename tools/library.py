@@ -38,7 +38,8 @@ def library_status(library: Library, check_vectors: bool = True) -> dict[str, An
     health: dict[str, Any] = {"catalog": "ok", "schema_version": schema_version(library.database_url),
                               "database": _redact(library.database_url)}
     if check_vectors:
-        reachable, detail = VectorStore(library.milvus_uri).health()
+        with VectorStore(library.milvus_uri) as store:
+            reachable, detail = store.health()
         health["vectors"] = "ok" if reachable else f"unreachable: {detail}"
     return {
         "library": str(library.root),
