@@ -15,8 +15,10 @@ class SchemaVersionError(RuntimeError):
     """The catalog was written by a newer photo-engine; refusing to touch it."""
 
 
-# Numbered migrations: MIGRATIONS[n] upgrades a catalog from version n to n + 1 (none yet).
-MIGRATIONS: dict[int, list[str]] = {}
+# Numbered migrations: MIGRATIONS[n] upgrades a catalog from version n to n + 1.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE task ADD COLUMN model VARCHAR"],
+}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -13,7 +13,7 @@ from pydantic import NaiveDatetime
 from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -136,4 +136,5 @@ class Task(SQLModel, table=True):
     status: str = Field(default="pending", index=True)  # pending | running | done | failed
     attempts: int = 0
     error: Optional[str] = None
+    model: Optional[str] = None  # the model that produced this stage's results (schema v2)
     updated_at: NaiveDatetime = Field(default_factory=utcnow)

@@ -69,6 +69,17 @@ def load_analyzer(stage: str) -> Any:
     raise ValueError(f"no analyzer for stage {stage!r}")
 
 
+def requeue_other_models(session: Session, stage: str, model_id: str) -> int:
+    """Results of a stage made by another model are recomputed (only that stage: the others stay)."""
+    stale = session.exec(select(Task).where(Task.stage == stage, Task.status == DONE,
+                                            Task.model != model_id)).all()  # type: ignore[arg-type]
+    for task in stale:
+        task.status, task.attempts = "pending", 0
+        session.add(task)
+    session.commit()
+    return len(stale)
+
+
 def backfill(session: Session, stages: list[str]) -> int:
     """Queue enabled analyzer stages for every file whose extract is done (new analyzers, older files)."""
     added = 0
@@ -97,10 +108,11 @@ def run_analyzer(session: Session, library: Library, stage: str, batch_size: int
     """Work all pending tasks of one analyzer stage."""
     summary = RunSummary()
     started = time.monotonic()
-    if not count_by_status(session, stage).get("pending"):
-        return summary
     model = model or load_analyzer(stage)
     model_id = getattr(model, "model_id", stage)
+    requeue_other_models(session, stage, model_id)
+    if not count_by_status(session, stage).get("pending"):
+        return summary
     vectors = _VectorWriter(library, model) if stage == "embed" else None
     while tasks := claim(session, stage, batch_size):
         refs: list[tuple[Task, list[ImageRef]]] = []
@@ -126,6 +138,7 @@ def run_analyzer(session: Session, library: Library, stage: str, batch_size: int
                 for ref in group:
                     _WRITERS[stage](session, ref, by_ref[ref], model_id)
             mark_done(session, task)
+            task.model = model_id
             summary.done += 1
         if vectors is not None:
             vectors.flush()  # vectors first: a kill before the commit only repeats an idempotent upsert
