@@ -86,7 +86,7 @@ def save_webp(img: Image.Image, dest: str, quality: int = 80) -> None:
     if img.mode not in ("RGB", "RGBA"):
         img = img.convert("RGB")
     try:
-        img.save(tmp, format="WEBP", quality=quality, method=4)
+        img.save(tmp, format="WEBP", quality=quality, method=0)  # method 4 is 6x slower for ~20% smaller files
         os.replace(tmp, dest)
     except BaseException:
         _remove_quietly(tmp)

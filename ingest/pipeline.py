@@ -48,7 +48,10 @@ def default_workers() -> int:
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    """Workers fork from a server that has already imported and warmed everything they need."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ingest.worker_warmup"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def _job_for(task: Task, media: Media, library: Library) -> ExtractJob:
