@@ -9,8 +9,8 @@ DEMO_LIBRARY ?= demo-library
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
+$(VENV)/.installed: pyproject.toml scripts/install.sh scripts/build_llama_wheel.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh --browser
 	touch $@
 
 demo: install

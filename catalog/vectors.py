@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, Iterable, Sequence
 
 FRAME_BITS = 20  # vector id = media_id << FRAME_BITS | (keyframe index + 1); photos use slot 0
+_OPEN: dict[str, int] = {}  # open clients per Milvus Lite file in this process (its server is shared)
 
 
 def _explain(error: Exception, uri: str) -> str:
@@ -46,7 +47,9 @@ class VectorStore:
     def client(self):  # type: ignore[no-untyped-def]
         from pymilvus import MilvusClient
 
-        return MilvusClient(self.uri)
+        client = MilvusClient(self.uri)
+        _OPEN[self.uri] = _OPEN.get(self.uri, 0) + 1
+        return client
 
     def _ready(self, collection: str) -> bool:
         """True when the collection exists, loaded for search (a fresh process finds it released)."""
@@ -116,11 +119,13 @@ class VectorStore:
     def close(self) -> None:
         """Close the client and, for Milvus Lite, stop its in-process server: it holds an exclusive file lock,
         so another photo-engine process cannot open the same vectors.db until this one lets go."""
-        if "client" in self.__dict__:
-            self.client.close()
-            del self.__dict__["client"]
-            self.__dict__.pop("_loaded", None)
-        if not self.uri.startswith(("http://", "https://", "tcp://")):
+        if "client" not in self.__dict__:
+            return
+        self.client.close()
+        del self.__dict__["client"]
+        self.__dict__.pop("_loaded", None)
+        _OPEN[self.uri] = _OPEN.get(self.uri, 1) - 1
+        if _OPEN[self.uri] <= 0 and not self.uri.startswith(("http://", "https://", "tcp://")):
             try:
                 from milvus_lite.server_manager import server_manager_instance
             except ImportError:
