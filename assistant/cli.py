@@ -277,6 +277,7 @@ def _register_command_modules() -> None:
                 raise
 
 
+sys.modules.setdefault("assistant.cli", sys.modules[__name__])  # `python -m assistant.cli` is the same module
 _register_command_modules()
 
 
