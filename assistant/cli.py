@@ -251,6 +251,25 @@ def models_list(json_out: JsonOpt = False,
     out.print(table)
 
 
+@models_app.command("fetch")
+def models_fetch(profile: Annotated[str, typer.Option(help="Profile whose models to download.")] = "full",
+                 json_out: JsonOpt = False) -> None:
+    """Download a profile's models once from the model hub (progress bar, verified), then run offline."""
+    from tools.fetch import FetchError, fetch_models
+
+    try:
+        results = fetch_models(profile, progress=not json_out)
+    except FetchError as error:
+        if json_out:
+            _print_json({"ok": False, "error": str(error), "models": getattr(error, "results", [])})
+        _fail(str(error))
+    if json_out:
+        _print_json({"ok": True, "models": results})
+    else:
+        for row in results:
+            out.print(f"{row['family']}: {row['model']} {row['status']} ({row.get('path') or '-'})")
+
+
 @models_app.command("check")
 def models_check(json_out: JsonOpt = False,
                  profile: Annotated[Optional[str], typer.Option(help="Profile to check.")] = None) -> None:

@@ -19,15 +19,15 @@ from sqlalchemy import delete
 from sqlmodel import Session, select
 
 from catalog.model_config import model_spec
-from catalog.models import Face, Frame, Media, Tag, Task
+from catalog.models import Caption, Face, Frame, Media, Tag, Task
 from catalog.settings import Library
 from ingest.pipeline import ProgressFn, RunSummary
 from ingest.queue import DONE, claim, count_by_status, enqueue, mark_done, mark_failed
 from ingest.stages import EXTRACT_STAGE
 
 ANALYZERS_ENV = "PHOTO_ENGINE_ANALYZERS"
-ANALYZER_STAGES = ("embed", "tags", "faces")
-_NEEDS = {"embed": "torchvision", "tags": "torchvision", "faces": "dlib"}
+ANALYZER_STAGES = ("embed", "tags", "faces", "captions")
+_NEEDS = {"embed": "torchvision", "tags": "torchvision", "faces": "dlib", "captions": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ def enabled_analyzers() -> list[str]:
         if unknown:
             raise ValueError(f"unknown analyzers {sorted(unknown)}; choose from {list(ANALYZER_STAGES)}")
         return names
-    return [name for name in ANALYZER_STAGES if importlib.util.find_spec(_NEEDS[name]) is not None]
+    return [name for name in ANALYZER_STAGES
+            if model_spec(name) is not None and importlib.util.find_spec(_NEEDS[name]) is not None]
 
 
 def load_analyzer(stage: str) -> Any:
@@ -59,9 +60,17 @@ def load_analyzer(stage: str) -> Any:
 
         return tags.load(spec)
     if stage == "faces":
+        if "buffalo" in str(spec.get("model", "")) or spec.get("kind") == "insightface":
+            from ingest.analyzers import faces_insight
+
+            return faces_insight.load(spec)
         from ingest.analyzers import faces
 
         return faces.load(spec)
+    if stage == "captions":
+        from ingest.analyzers import captions
+
+        return captions.load(spec)
     if stage == "embed":
         from ingest.analyzers import embed
 
@@ -212,5 +221,11 @@ class _VectorWriter:
         self.rows = []
 
 
-_WRITERS: dict[str, Callable[[Session, ImageRef, Any, str], None]] = {"tags": _write_tags, "faces": _write_faces}
-_TABLES: dict[str, Any] = {"tags": Tag, "faces": Face}
+def _write_caption(session: Session, ref: ImageRef, text: str, model_id: str) -> None:
+    if text:
+        session.add(Caption(media_id=ref.media_id, frame_id=ref.frame_id, text=text, model=model_id))
+
+
+_WRITERS: dict[str, Callable[[Session, ImageRef, Any, str], None]] = {
+    "tags": _write_tags, "faces": _write_faces, "captions": _write_caption}
+_TABLES: dict[str, Any] = {"tags": Tag, "faces": Face, "captions": Caption}

@@ -73,6 +73,14 @@ def _run_analyzers(session, library: Library, report: IngestReport, batch_size: 
     """Each enabled analyzer over every finished file; a missing model is reported once and skipped."""
     from ingest.analyze import backfill, enabled_analyzers, run_analyzer
     from ingest.analyzers.base import ModelNotFound
+    from ingest.analyzers.select import resolve_profile
+
+    profile, warning = resolve_profile()
+    if warning:  # e.g. `full` asked for but not fetched: say so once and run on `offline`
+        report.skipped_analyzers["profile"] = warning
+        import os
+
+        os.environ["PHOTO_ENGINE_PROFILE"] = profile
 
     for stage in enabled_analyzers():
         backfill(session, [stage])

