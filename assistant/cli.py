@@ -98,6 +98,8 @@ def ingest(paths: Annotated[Optional[list[Path]], typer.Argument(help="Folders t
         _print_json(report.as_dict())
         return
     run = report.run
+    for name, reason in report.skipped_analyzers.items():
+        err.print(f"[yellow]note[/] ({name}): {reason}")
     if report.reclaimed or report.given_up:
         err.print(f"resumed: {report.reclaimed} interrupted tasks retried, {report.given_up} given up")
     err.print(f"[bold green]done[/]: {run.done} processed, {run.failed} failed in {run.seconds:.1f} s "
