@@ -332,7 +332,7 @@ def _fake_llm(answer: str):  # type: ignore[no-untyped-def]
 
 def test_an_ungrounded_llm_answer_is_replaced_in_the_loop(video_library: Library) -> None:
     """Whatever the model says (here: obeying an injection and inventing a count), the answer stays grounded."""
-    agent = Agent(video_library, llm=_fake_llm("HACKED! You have 99 videos from 2014."), today=TODAY)
+    agent = Agent(video_library, llm=_fake_llm("HACKED! You have 99 videos from 2014."), today=TODAY, llm_answers=True)
     events = list(agent.stream("show me videos from 2014"))
     final = events[-1]["result"]
     assert any(e["type"] == "replace" for e in events)
@@ -341,7 +341,7 @@ def test_an_ungrounded_llm_answer_is_replaced_in_the_loop(video_library: Library
 
 
 def test_a_grounded_llm_answer_is_kept_and_cites_file_names(video_library: Library) -> None:
-    agent = Agent(video_library, llm=_fake_llm("Your video from 2014 is [1]."), today=TODAY)
+    agent = Agent(video_library, llm=_fake_llm("Your video from 2014 is [1]."), today=TODAY, llm_answers=True)
     final = agent.ask("show me videos from 2014")
     assert final["answer"] == "Your video from 2014 is \u201cimageio_realshort.mp4\u201d."
 
