@@ -7,8 +7,12 @@ as raw strings. Ranking blends whatever the active profile has, each signal scor
 cutoff and combined by noisy-OR (several weak matches add up, one strong match is enough):
 - tags: the query's MiniLM embedding against the 1000 tag label embeddings; a photo (or a video keyframe)
   scores label relevance × tag weight, a video takes its best keyframe and reports that keyframe's time;
-- image–text vectors (CLIP profiles only): Milvus search with the filters inside the search;
+- image–text vectors (CLIP profiles only): a vector search with the filters inside the search;
 - place / camera names mentioned in the query, and caption words (when captions exist).
+Image → similar uses the same vector search (best keyframe per video, the query file excluded), or
+perceptual-hash distance when there are no vectors. For a local library the vector search runs exactly in
+numpy over a memory-mapped snapshot of the Milvus Lite collection (Milvus stays the store): Milvus Lite
+took ~0.5 s per search at 100k and its ANN indexes starve filters (benchmarks/SEARCH_RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import math
 import re
 import threading
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Sequence
+from typing import Annotated, Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
@@ -51,6 +56,7 @@ CAMERA_SCORE = 0.4  # the query names the camera
 CAPTION_SCORE = 0.7  # all content words of the query appear in a caption
 CLIP_FLOOR, CLIP_SCALE = 0.18, 0.1  # CLIP ViT-B-32 text↔image cosine: unrelated ~0.1-0.18, good match 0.3+
 PHASH_BITS = 64
+FILTERS_ONLY_WHY = "matches the filters"  # the agent hides this reason from the LLM (assistant/agent.py)
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORDS = frozenset("""a an the of in on at by for with and or to from my our me i we is are was were be this that
@@ -496,6 +502,23 @@ def _hinted_vectors(encoder: Any, plain: np.ndarray, folder: Path) -> np.ndarray
     return vectors
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Encode one query on one thread: on 2 busy cores torch's second thread (spinning against OpenBLAS and
+    other processes) made a 20 ms MiniLM query take 50-500 ms; one thread stays at ~20-30 ms."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 _DEFAULT_MODELS = SearchModels()
 _STORES: dict[str, VectorStore] = {}
 
@@ -843,6 +866,9 @@ def _filter_warnings(session: Session, filters: SearchFilters, warnings: list[st
         warnings.append(f"no file was taken at a place matching {filters.place!r}")
     if filters.camera is not None and not matching_values(session, Media.camera, filters.camera):
         warnings.append(f"no file was taken with a camera matching {filters.camera!r}")
+    lo, hi = filters.time_bounds()
+    if lo is not None and hi is not None and lo >= hi:
+        warnings.append("date_from is after date_to: no date can match")
 
 
 def _newest_first() -> list[Any]:
@@ -852,7 +878,7 @@ def _newest_first() -> list[Any]:
 def _filters_only(session: Session, conditions: list[ColumnElement[bool]], request: SearchRequest) -> list[dict]:
     order = [Media.taken_at.asc().nulls_last(), Media.id.asc()] if request.sort == "oldest" else _newest_first()  # type: ignore[union-attr]
     rows = session.exec(select(Media).where(*conditions).order_by(*order).limit(request.limit)).all()
-    return [_result(m, None, Evidence(0.0, "matches the filters")) for m in rows]
+    return [_result(m, None, Evidence(0.0, FILTERS_ONLY_WHY)) for m in rows]
 
 
 def _text_signals(session: Session, library: Library, models: SearchModels, request: SearchRequest,
@@ -861,7 +887,9 @@ def _text_signals(session: Session, library: Library, models: SearchModels, requ
     text = request.text or ""
     if session.exec(select(Tag.id).limit(1)).first() is not None:  # no tags yet: don't load MiniLM for nothing
         try:
-            query = np.asarray(models.text_encoder().encode([text])[0], dtype=np.float32)
+            encoder = models.text_encoder()
+            with one_torch_thread():
+                query = np.asarray(encoder.encode([text])[0], dtype=np.float32)
             labels = models.label_vectors(library)
         except Exception as error:  # noqa: BLE001 - a missing text model degrades search, it must not break it
             warnings.append(f"tag search unavailable: {error}")
@@ -876,7 +904,8 @@ def _text_signals(session: Session, library: Library, models: SearchModels, requ
     if embedder is not None and getattr(embedder, "text_aligned", False):
         collection = image_collection(embedder.model_id)
         try:
-            vector = np.asarray(embedder.encode_text([text])[0], dtype=np.float32)
+            with one_torch_thread():
+                vector = np.asarray(embedder.encode_text([text])[0], dtype=np.float32)
             hits = _vector_hits(session, library, collection, vector, filters, conditions,
                                 request.limit * 3, set())
         except Exception as error:  # noqa: BLE001 - the vector store being down must not stop tag search
