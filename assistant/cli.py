@@ -63,6 +63,13 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def begin(self, phase: str) -> None:
+        """A new phase ("extract": files, "analyze": analyzer tasks) counts from zero with its own rate."""
+        unit = "files" if phase == "extract" else "tasks"
+        self.progress.update(self.task, description=phase, completed=0, total=None, rate=0.0, failed=0)
+        self.progress.columns[3].text_format = "{task.fields[rate]:.1f} " + unit + "/s"  # type: ignore[attr-defined]
+        self.started = None
+
     def __call__(self, done: int, failed: int, remaining: int) -> None:
         import time
 
@@ -88,7 +95,7 @@ def ingest(paths: Annotated[Optional[list[Path]], typer.Argument(help="Folders t
     try:
         with _ProgressBar(enabled=not json_out) as bar:
             report = run_ingest(lib, paths or [], rescan=not no_scan, workers=workers, batch_size=batch_size,
-                                limit=limit, progress=bar,
+                                limit=limit, progress=bar, on_phase=bar.begin,
                                 on_scan=None if json_out else lambda s: err.print(
                                     f"scanned {s.source}: {s.seen} files, {s.new} new, {s.changed} changed, "
                                     f"{s.moved} moved, {s.deleted} deleted, {s.failed} unrecognized"))

@@ -159,25 +159,21 @@ class ClipTextTower:
         self.model, self.tokenizer = model.eval(), open_clip.get_tokenizer("ViT-B-32")
         del self.model.visual
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """What ClipEmbedder.encode_text does today: the full 77-token context."""
+    def encode_full(self, texts: list[str]) -> np.ndarray:
+        """OpenCLIP's own `encode_text`: the full 77-token context (the reference)."""
         import torch
 
         with torch.inference_mode():
             return self.model.encode_text(self.tokenizer(texts)).float().numpy()
 
-    def encode_truncated(self, texts: list[str]) -> np.ndarray:
-        """Same vectors (max diff ~1e-6): the causal mask makes tokens after EOT irrelevant, so stop there."""
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """What ClipEmbedder.encode_text runs: the tower stopped at the end-of-text token, same vector."""
         import torch
 
-        model, tokens = self.model, self.tokenizer(texts)
-        length = int(tokens.argmax(dim=-1).max()) + 1  # EOT has the largest token id
-        tokens = tokens[:, :length]
+        from ingest.analyzers.embed import encode_text_to_eot
+
         with torch.inference_mode():
-            x = model.token_embedding(tokens) + model.positional_embedding[:length]
-            x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
-            x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
-        return x.float().numpy()
+            return encode_text_to_eot(self.model, self.tokenizer(texts)).float().numpy()
 
 
 class BenchEmbedder:
@@ -262,6 +258,7 @@ def timed(row: Row, call: Callable[[], list[int]], truth: list[int]) -> None:
 
 def run_size(n: int, args: argparse.Namespace, tower: ClipTextTower, encoder: Any, rows: list[Row],
              work: Path, label_cache: Path) -> None:
+    from catalog import vector_snapshot as snapshots
     from catalog.vectors import VectorStore, image_collection
     from tools import search as search_mod
 
@@ -341,7 +338,7 @@ def run_size(n: int, args: argparse.Namespace, tower: ClipTextTower, encoder: An
     t0 = time.perf_counter()
     search_mod.search(catalog, models=models, text="warm up", limit=10)  # builds the snapshot from Milvus
     built = time.perf_counter() - t0
-    search_mod._SNAPSHOTS.clear()
+    snapshots.clear_cache()
     t0 = time.perf_counter()
     search_mod.vector_snapshot(catalog, collection)
     reopened = time.perf_counter() - t0
@@ -350,7 +347,7 @@ def run_size(n: int, args: argparse.Namespace, tower: ClipTextTower, encoder: An
     snapshot_rows = e2e_rows("e2e snapshot (numpy, default)")
     rows.extend(snapshot_rows)
     print_rows(list(base.values()) + snapshot_rows, flush=True)
-    search_mod._SNAPSHOTS.clear()
+    snapshots.clear_cache()
     search_mod._STORES[catalog.milvus_uri] = store  # the snapshot build closed it; it reopens on use
 
     os.environ[search_mod.VECTOR_CACHE_ENV] = "off"  # the same calls straight through Milvus Lite
@@ -450,15 +447,15 @@ def main() -> None:
     # (with real CLIP a filtered query legitimately returns fewer files when the rest are unrelated).
     search_mod.CLIP_FLOOR = -1.0
     rows: list[Row] = []
-    for label, encode in (("encoder: CLIP ViT-B-32 text, 77 tokens", tower.encode),
-                          ("encoder: CLIP ViT-B-32 text, cut at EOT", tower.encode_truncated),
+    for label, encode in (("encoder: CLIP ViT-B-32 text, 77 tokens", tower.encode_full),
+                          ("encoder: CLIP ViT-B-32 text, cut at EOT (used)", tower.encode),
                           ("encoder: MiniLM-L6 (offline tags)", encoder.encode)):
         row = Row(0, label, "text")
         for i in range(args.queries):
             timed(row, lambda i=i: (encode([TEXTS[i % len(TEXTS)]]), [])[1], [])
         row.rss_mb = rss_mb()
         rows.append(row)
-    full, cut = tower.encode(TEXTS), tower.encode_truncated(TEXTS)
+    full, cut = tower.encode_full(TEXTS), tower.encode(TEXTS)
     print(f"   truncated text tower max |diff| vs full: {float(np.abs(full - cut).max()):.2e}")
     print_rows(rows, flush=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="search-bench-"))

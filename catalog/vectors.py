@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 FRAME_BITS = 20  # vector id = media_id << FRAME_BITS | (keyframe index + 1); photos use slot 0
 _OPEN: dict[str, int] = {}  # open clients per Milvus Lite file in this process (its server is shared)
@@ -115,6 +115,29 @@ class VectorStore:
             return None
         rows = self.client.get(collection, ids=[vector_id], output_fields=["vector"])
         return list(rows[0]["vector"]) if rows else None
+
+    def count(self, collection: str) -> int:
+        if not self._ready(collection):
+            return 0
+        return int(self.client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def iterate_images(self, collection: str, fields: Sequence[str], filter_expr: str = "") -> Iterator[dict[str, Any]]:
+        """Every row (id, vector and `fields`) of a collection, in pages of 2,000 (a bulk read for snapshots)."""
+        import logging
+
+        if not self._ready(collection):
+            return
+        log = logging.getLogger("pymilvus")
+        level = log.level
+        log.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it has no server timestamp
+        try:
+            iterator = self.client.query_iterator(collection, batch_size=2000, filter=filter_expr,
+                                                  output_fields=["id", "vector", *fields])
+            while batch := iterator.next():
+                yield from batch
+            iterator.close()
+        finally:
+            log.setLevel(level)
 
     def close(self) -> None:
         """Close the client and, for Milvus Lite, stop its in-process server: it holds an exclusive file lock,

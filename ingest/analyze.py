@@ -8,6 +8,7 @@ kill loses at most one batch. Changing one analyzer's model re-queues only that 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from sqlmodel import Session, select
 from catalog.model_config import model_spec
 from catalog.models import Caption, Face, Frame, Media, Tag, Task
 from catalog.settings import Library
-from ingest.pipeline import ProgressFn, RunSummary
-from ingest.queue import DONE, claim, count_by_status, enqueue, mark_done, mark_failed
+from ingest.analyzers.base import capped_threads
+from ingest.pipeline import ProgressFn, RunSummary, default_workers
+from ingest.queue import DONE, claim_media, count_by_status, enqueue, mark_done, mark_failed
 from ingest.stages import EXTRACT_STAGE
 
+log = logging.getLogger(__name__)
 ANALYZERS_ENV = "PHOTO_ENGINE_ANALYZERS"
 ANALYZER_STAGES = ("embed", "tags", "faces", "captions")
 _NEEDS = {"embed": "torchvision", "tags": "torchvision", "faces": "dlib", "captions": "transformers"}
@@ -115,49 +118,163 @@ def images_of(session: Session, library: Library, media: Media) -> list[ImageRef
 def run_analyzer(session: Session, library: Library, stage: str, batch_size: int = 16,
                  progress: ProgressFn | None = None, model: Any = None) -> RunSummary:
     """Work all pending tasks of one analyzer stage."""
-    summary = RunSummary()
+    return run_analyzers(session, library, [stage], batch_size, progress,
+                         models={stage: model} if model is not None else None)[stage]
+
+
+def run_analyzers(session: Session, library: Library, stages: list[str], batch_size: int = 16,
+                  progress: ProgressFn | None = None, models: dict[str, Any] | None = None,
+                  workers: int | None = None) -> dict[str, RunSummary]:
+    """Work all pending tasks of these analyzer stages, one batch of files at a time.
+
+    Each derived image is decoded once for every analyzer that needs it; MobileNetV2 runs once when it serves
+    both `embed` and `tags`; and single-threaded analyzers (dlib faces) run in `workers` processes on the same
+    files while torch uses this one, so no core idles (benchmarks/RESULTS.md has the measurements).
+    """
+    models = dict(models or {})
+    for stage in stages:
+        models.setdefault(stage, load_analyzer(stage))
+    summaries = {stage: RunSummary() for stage in stages}
     started = time.monotonic()
-    model = model or load_analyzer(stage)
-    model_id = getattr(model, "model_id", stage)
-    requeue_other_models(session, stage, model_id)
-    if not count_by_status(session, stage).get("pending"):
-        return summary
-    vectors = _VectorWriter(library, model) if stage == "embed" else None
-    while tasks := claim(session, stage, batch_size):
-        refs: list[tuple[Task, list[ImageRef]]] = []
-        for task in tasks:
-            media = session.get(Media, task.media_id)
-            refs.append((task, images_of(session, library, media) if media else []))
-        flat = [ref for _, group in refs for ref in group]
-        images, broken = _load_images(flat)
-        results = iter(model.run([img for img in images if img is not None]) if any(images) else [])
-        by_ref = {ref: (next(results) if img is not None else None) for ref, img in zip(flat, images)}
-        for task, group in refs:
-            missing = [r.path for r in group if r.path in broken]
-            if missing:
-                mark_failed(session, task, f"derived image missing or unreadable: {broken[missing[0]]}")
-                summary.failed += 1
-                continue
-            if vectors is not None:
-                for ref in group:
-                    vectors.add(session, ref, by_ref[ref])
-            else:
-                table = _TABLES[stage]
-                session.exec(delete(table).where(table.media_id == task.media_id))  # type: ignore[call-overload]
-                for ref in group:
-                    _WRITERS[stage](session, ref, by_ref[ref], model_id)
-            mark_done(session, task)
-            task.model = model_id
-            summary.done += 1
+    active = []
+    for stage in stages:
+        requeue_other_models(session, stage, getattr(models[stage], "model_id", stage))
+        if count_by_status(session, stage).get("pending"):
+            active.append(stage)
+    if not active:
+        return summaries
+    vectors = _VectorWriter(library, models["embed"]) if "embed" in active else None
+    offloaded = [s for s in active if getattr(models[s], "single_threaded", False)]
+    pool = _FilePool(workers or default_workers()) if offloaded else None
+    # with workers on every core, torch here gets a quarter of them: its share of the work (measured: MobileNetV2
+    # ~65 ms vs dlib ~200 ms per image), slightly oversubscribed rather than leaving a core idle
+    threads = max(1, round(default_workers() / 4)) if pool is not None else default_workers()
+    try:
+        with capped_threads(threads):
+            _work_batches(session, library, active, batch_size, progress, models, offloaded, pool, vectors,
+                          summaries)
+    finally:
+        if pool is not None:
+            pool.close()
+        if vectors is not None:
+            vectors.close(refresh_snapshot=summaries["embed"].done > 0)
+    for summary in summaries.values():
+        summary.seconds = time.monotonic() - started
+    return summaries
+
+
+def _work_batches(session: Session, library: Library, active: list[str], batch_size: int,
+                  progress: ProgressFn | None, models: dict[str, Any], offloaded: list[str],
+                  pool: "_FilePool | None", vectors: "_VectorWriter | None", summaries: dict[str, RunSummary]) -> None:
+    while tasks := claim_media(session, active, batch_size):
+        _analyze_batch(session, library, tasks, models, offloaded, pool, vectors, summaries)
         if vectors is not None:
             vectors.flush()  # vectors first: a kill before the commit only repeats an idempotent upsert
         session.commit()
         if progress:
-            progress(summary.done, summary.failed, count_by_status(session, stage).get("pending", 0))
-    if vectors is not None:
-        vectors.store.close()
-    summary.seconds = time.monotonic() - started
-    return summary
+            done = sum(s.done for s in summaries.values())
+            failed = sum(s.failed for s in summaries.values())
+            remaining = sum(count_by_status(session, s).get("pending", 0) for s in active)
+            progress(done, failed, remaining)
+
+
+def _analyze_batch(session: Session, library: Library, tasks: list[Task], models: dict[str, Any],
+                   offloaded: list[str], pool: "_FilePool | None", vectors: "_VectorWriter | None",
+                   summaries: dict[str, RunSummary]) -> None:
+    """Decode the batch's images once, run every stage that has tasks here, write results, close tasks."""
+    refs_of: dict[int, list[ImageRef]] = {}
+    for task in tasks:
+        if task.media_id not in refs_of:
+            media = session.get(Media, task.media_id)
+            refs_of[task.media_id] = images_of(session, library, media) if media else []
+    flat = [ref for group in refs_of.values() for ref in group]
+    images, broken = _load_images(flat)
+    decoded = {ref: img for ref, img in zip(flat, images) if img is not None}
+    wanted: dict[str, list[ImageRef]] = {}
+    for task in tasks:
+        wanted.setdefault(task.stage, []).extend(r for r in refs_of[task.media_id] if r in decoded)
+    futures = {stage: pool.submit(models[stage], [r.path for r in wanted[stage]])
+               for stage in offloaded if stage in wanted and wanted[stage] and pool is not None}
+    results: dict[str, dict[ImageRef, Any]] = {}
+    embed, tags = models.get("embed"), models.get("tags")
+    if ("embed" in wanted and "tags" in wanted and wanted["embed"] == wanted["tags"]
+            and hasattr(embed, "shares_backbone") and embed.shares_backbone(tags)):
+        vecs, labels = embed.run_with_tags([decoded[r] for r in wanted["embed"]], tags)
+        results["embed"], results["tags"] = dict(zip(wanted["embed"], vecs)), dict(zip(wanted["tags"], labels))
+    for stage, refs in wanted.items():
+        if stage not in results and stage not in futures:
+            out = models[stage].run([decoded[r] for r in refs]) if refs else []
+            results[stage] = dict(zip(refs, out))
+    crashed: dict[str, str] = {}
+    for stage, future in futures.items():
+        try:
+            results[stage] = dict(zip(wanted[stage], pool.collect(future)))  # type: ignore[union-attr]
+        except _WorkerCrashed as error:
+            crashed[stage] = str(error)
+    for task in tasks:
+        summary, group = summaries[task.stage], refs_of[task.media_id]
+        missing = [r.path for r in group if r.path in broken]
+        reason = (f"derived image missing or unreadable: {broken[missing[0]]}" if missing
+                  else crashed.get(task.stage))
+        if reason:
+            mark_failed(session, task, reason)
+            summary.failed += 1
+            continue
+        by_ref = results.get(task.stage, {})
+        if vectors is not None and task.stage == "embed":
+            for ref in group:
+                vectors.add(session, ref, by_ref[ref])
+        else:
+            table = _TABLES[task.stage]
+            session.exec(delete(table).where(table.media_id == task.media_id))  # type: ignore[call-overload]
+            for ref in group:
+                _WRITERS[task.stage](session, ref, by_ref[ref], getattr(models[task.stage], "model_id", task.stage),
+                                     decoded[ref].size)
+        mark_done(session, task)
+        task.model = getattr(models[task.stage], "model_id", task.stage)
+        summary.done += 1
+
+
+class _WorkerCrashed(RuntimeError):
+    """An analyzer's worker process died (a native library crashed) on one of the batch's files."""
+
+
+def _analyze_files(model: Any, paths: list[str]) -> list[Any]:
+    """In a worker: decode these derived images and run the model (its weights load once per process)."""
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            images.append(img.convert("RGB"))
+    return model.run(images)
+
+
+class _FilePool:
+    """Worker processes for analyzers that use one core each (dlib): a batch is split across the workers and
+    runs while this process does the torch work, a bounded producer/consumer with one batch in flight."""
+
+    def __init__(self, workers: int) -> None:
+        from ingest.pipeline import new_worker_pool
+
+        self.workers = max(1, workers)
+        self._new = lambda: new_worker_pool(self.workers)
+        self.pool = self._new()
+
+    def submit(self, model: Any, paths: list[str]) -> list[Any]:
+        size = max(1, -(-len(paths) // self.workers))
+        return [self.pool.submit(_analyze_files, model, paths[i:i + size]) for i in range(0, len(paths), size)]
+
+    def collect(self, futures: list[Any]) -> list[Any]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return [result for future in futures for result in future.result()]
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new()
+            raise _WorkerCrashed("the analyzer crashed on one of these files (worker process died)") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load_images(refs: list[ImageRef]) -> tuple[list[Image.Image | None], dict[str, str]]:
@@ -173,15 +290,15 @@ def _load_images(refs: list[ImageRef]) -> tuple[list[Image.Image | None], dict[s
     return images, broken
 
 
-def _write_tags(session: Session, ref: ImageRef, labels: list[tuple[str, float]], model_id: str) -> None:
+def _write_tags(session: Session, ref: ImageRef, labels: list[tuple[str, float]], model_id: str,
+                size: tuple[int, int]) -> None:
     for label, score in labels:
         session.add(Tag(media_id=ref.media_id, frame_id=ref.frame_id, label=label, score=float(score),
                         model=model_id))
 
 
-def _write_faces(session: Session, ref: ImageRef, faces: list[Any], model_id: str) -> None:
-    with Image.open(ref.path) as img:
-        width, height = img.size
+def _write_faces(session: Session, ref: ImageRef, faces: list[Any], model_id: str, size: tuple[int, int]) -> None:
+    width, height = size
     for face in faces:
         x, y, w, h = face.box
         session.add(Face(media_id=ref.media_id, frame_id=ref.frame_id, x=x / width, y=y / height, w=w / width,
@@ -195,6 +312,7 @@ class _VectorWriter:
     def __init__(self, library: Library, model: Any) -> None:
         from catalog.vectors import VectorStore
 
+        self.library = library
         self.store = VectorStore(library.milvus_uri)
         self.model = model
         self.collection: str | None = None
@@ -220,12 +338,26 @@ class _VectorWriter:
             self.store.upsert_images(self.collection, self.rows)
         self.rows = []
 
+    def close(self, refresh_snapshot: bool) -> None:
+        """Release Milvus; after new vectors, bring search's numpy snapshot up to date now (reading only the
+        new rows) rather than making the first search after an ingest read the collection back."""
+        from catalog.vector_snapshot import refresh_vector_snapshot
 
-def _write_caption(session: Session, ref: ImageRef, text: str, model_id: str) -> None:
+        if not (refresh_snapshot and self.collection):
+            self.store.close()
+            return
+        try:
+            refresh_vector_snapshot(self.library, self.collection, store=self.store)
+        except Exception as error:  # noqa: BLE001 - search rebuilds it lazily; the vectors are safely in Milvus
+            log.warning("vector snapshot not refreshed (%s); the first search will rebuild it", error)
+            self.store.close()
+
+
+def _write_caption(session: Session, ref: ImageRef, text: str, model_id: str, size: tuple[int, int]) -> None:
     if text:
         session.add(Caption(media_id=ref.media_id, frame_id=ref.frame_id, text=text, model=model_id))
 
 
-_WRITERS: dict[str, Callable[[Session, ImageRef, Any, str], None]] = {
+_WRITERS: dict[str, Callable[[Session, ImageRef, Any, str, tuple[int, int]], None]] = {
     "tags": _write_tags, "faces": _write_faces, "captions": _write_caption}
 _TABLES: dict[str, Any] = {"tags": Tag, "faces": Face, "captions": Caption}

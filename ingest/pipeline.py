@@ -47,7 +47,7 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
+def new_worker_pool(workers: int) -> ProcessPoolExecutor:
     """Workers fork from a server that has already imported and warmed everything they need."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["ingest.worker_warmup"])
@@ -90,7 +90,7 @@ def run_extract(session: Session, library: Library, workers: int | None = None, 
     finished: list[tuple[Task, ExtractResult]] = []
     suspects: set[int] = set()
     claimed_total = 0
-    pool = _new_pool(workers)
+    pool = new_worker_pool(workers)
 
     def remaining() -> int:
         return count_by_status(session, EXTRACT_STAGE).get("pending", 0) + len(in_flight)
@@ -175,4 +175,4 @@ def _recover_from_crash(session: Session, pool: ProcessPoolExecutor, workers: in
             requeue(session, task)
             suspects.add(task.id or 0)
     session.commit()
-    return _new_pool(workers)
+    return new_worker_pool(workers)

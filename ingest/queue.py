@@ -100,6 +100,29 @@ def claim(session: Session, stage: str, limit: int, exclude: Sequence[int] = ())
     return list(tasks)
 
 
+def claim_media(session: Session, stages: Sequence[str], limit: int) -> list[Task]:
+    """Claim every pending task of `stages` for the next `limit` files that have any (one transaction).
+
+    Analyzers work file by file, so one decode of a file's images serves all of its pending stages.
+    """
+    wanted = list(stages)
+    media_ids = session.exec(select(Task.media_id).where(Task.stage.in_(wanted), Task.status == PENDING)  # type: ignore[attr-defined]
+                             .group_by(Task.media_id).order_by(Task.media_id).limit(limit)).all()
+    if not media_ids:
+        return []
+    tasks = session.exec(select(Task).where(Task.stage.in_(wanted), Task.status == PENDING,  # type: ignore[attr-defined]
+                                            Task.media_id.in_(list(media_ids)))  # type: ignore[attr-defined]
+                         .order_by(Task.media_id, Task.id)).all()
+    now = utcnow()
+    for task in tasks:
+        task.status = RUNNING
+        task.attempts += 1
+        task.updated_at = now
+        session.add(task)
+    session.commit()
+    return list(tasks)
+
+
 def mark_done(session: Session, task: Task) -> None:
     task.status, task.error, task.updated_at = DONE, None, utcnow()
     session.add(task)

@@ -45,8 +45,13 @@ class IngestReport:
 
 def ingest(library: Library, paths: Sequence[str | Path] = (), rescan: bool = True, workers: int | None = None,
            batch_size: int = 16, limit: int | None = None, progress: ProgressFn | None = None,
-           on_scan: Callable[[ScanReport], None] | None = None) -> IngestReport:
-    """Add `paths` as sources (none: all known sources), scan, and process all pending work."""
+           on_scan: Callable[[ScanReport], None] | None = None,
+           on_phase: Callable[[str], None] | None = None) -> IngestReport:
+    """Add `paths` as sources (none: all known sources), scan, and process all pending work.
+
+    `progress` gets (done, failed, remaining) for the current phase; `on_phase` is told when a phase starts
+    ("extract", then "analyze"), so a progress bar can start counting afresh.
+    """
     library.ensure()
     workers = workers or default_workers()
     report = IngestReport()
@@ -62,18 +67,23 @@ def ingest(library: Library, paths: Sequence[str | Path] = (), rescan: bool = Tr
                     report.scans.append(scan)
                     if on_scan:
                         on_scan(scan)
+            if on_phase:
+                on_phase("extract")
             report.run = run_extract(session, library, workers=workers, batch_size=batch_size, limit=limit,
                                      progress=progress)
-            _run_analyzers(session, library, report, batch_size, progress)
+            if on_phase:
+                on_phase("analyze")
+            _run_analyzers(session, library, report, batch_size, progress, workers)
     return report
 
 
 def _run_analyzers(session, library: Library, report: IngestReport, batch_size: int,  # type: ignore[no-untyped-def]
-                   progress: ProgressFn | None) -> None:
+                   progress: ProgressFn | None, workers: int) -> None:
     """Each enabled analyzer over every finished file; a missing model is reported once and skipped."""
-    from ingest.analyze import backfill, enabled_analyzers, run_analyzer
+    from ingest.analyze import backfill, enabled_analyzers, load_analyzer, run_analyzers
     from ingest.analyzers.base import ModelNotFound
     from ingest.analyzers.select import resolve_profile
+    from ingest.queue import reclaim_stale
 
     profile, warning = resolve_profile()
     if warning:  # e.g. `full` asked for but not fetched: say so once and run on `offline`
@@ -82,16 +92,27 @@ def _run_analyzers(session, library: Library, report: IngestReport, batch_size: 
 
         os.environ["PHOTO_ENGINE_PROFILE"] = profile
 
+    models = {}
     for stage in enabled_analyzers():
         backfill(session, [stage])
         try:
-            report.analyzers[stage] = run_analyzer(session, library, stage, batch_size=batch_size, progress=progress)
+            models[stage] = load_analyzer(stage)
         except (ModelNotFound, ImportError) as error:
             report.skipped_analyzers[stage] = str(error)
+    try:
+        report.analyzers.update(run_analyzers(session, library, list(models), batch_size=batch_size,
+                                              progress=progress, models=models, workers=workers))
+    except (ModelNotFound, ImportError):  # weights that fail only when first used: find which, run the rest
+        for stage, model in models.items():
             session.rollback()
-            from ingest.queue import reclaim_stale
-
             reclaim_stale(session)
+            try:
+                report.analyzers.update(run_analyzers(session, library, [stage], batch_size=batch_size,
+                                                      progress=progress, models={stage: model}, workers=workers))
+            except (ModelNotFound, ImportError) as error:
+                report.skipped_analyzers[stage] = str(error)
+        session.rollback()
+        reclaim_stale(session)
     if "faces" in report.analyzers:
         from ingest.people import recluster
 

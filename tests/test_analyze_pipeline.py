@@ -65,6 +65,14 @@ def test_tags_and_vectors_for_every_photo_and_keyframe(analyzed: tuple[Path, Pat
     assert len(rows) == 6 + len(frame_ids)  # one vector per photo and per keyframe
     assert {r["frame_id"] for r in rows if r["kind"] == "video"} == frame_ids
 
+    # ingest left search's numpy snapshot matching the collection: the first search reads nothing back
+    from catalog.settings import Library
+    from catalog.vector_snapshot import collection_signature
+
+    signature = collection_signature(Library.at(library), collection)
+    snapshot = library / "cache" / "vectors" / f"{collection}-{signature}"
+    assert np.load(snapshot / "vector.npy").shape[0] == len(rows)
+
 
 def test_same_face_one_person_different_faces_apart_and_names_stick(analyzed: tuple[Path, Path]) -> None:
     src, library = analyzed

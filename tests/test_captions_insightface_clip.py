@@ -268,6 +268,12 @@ def test_tiny_openclip_through_embed_load(tmp_path: Path) -> None:
         _, _, preprocess = open_clip.create_model_and_transforms("tiny-test-clip", pretrained=None)
         direct = model.eval().encode_image(preprocess(images[0]).unsqueeze(0)).numpy()[0]
     assert np.allclose(vectors[0], direct / np.linalg.norm(direct), atol=1e-5)
+    # the text tower stops at EOT (fast path) and still gives the full tower's vectors
+    tokens = open_clip.get_tokenizer("tiny-test-clip")(["a cat", "a cup of coffee", "a rocket"])
+    with torch.inference_mode():
+        full = model.encode_text(tokens).numpy()
+        assert embed.encode_text_to_eot(model, tokens) is not None
+    assert np.allclose(texts, full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-5)
 
 
 # ---------------------------------------------------------------- fetching the full profile, choosing a profile

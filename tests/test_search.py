@@ -369,10 +369,10 @@ def test_snapshot_and_milvus_paths_agree(lib, monkeypatch: pytest.MonkeyPatch) -
     assert _names(search_mod.find_similar(library, rocket, limit=5, year=2003)) == _names(filtered)
     monkeypatch.delenv(search_mod.VECTOR_CACHE_ENV)
     collection = next((library.root / "vectors.db" / "collections").iterdir())
-    before = search_mod._collection_signature(library, collection.name)
+    before = search_mod.collection_signature(library, collection.name)
     manifest = collection / "manifest.json"
     os.utime(manifest, ns=(manifest.stat().st_atime_ns, manifest.stat().st_mtime_ns + 1_000_000))
-    assert search_mod._collection_signature(library, collection.name) != before  # a write invalidates it
+    assert search_mod.collection_signature(library, collection.name) != before  # a write invalidates it
 
 
 def test_snapshot_refresh_reads_only_new_rows_and_falls_back_on_deletes(tmp_path: Path) -> None:
@@ -396,9 +396,10 @@ def test_snapshot_refresh_reads_only_new_rows_and_falls_back_on_deletes(tmp_path
     first = search_mod.vector_snapshot(library, collection)
     assert first is not None and first.arrays["media_id"].tolist() == list(range(1, 41))
     read: list[str] = []
-    real = search_mod.iterate_vectors
+    real = VectorStore.iterate_images
     try:
-        search_mod.iterate_vectors = lambda lib, col, fields, expr="": (read.append(expr), real(lib, col, fields, expr))[1]
+        VectorStore.iterate_images = (  # type: ignore[method-assign]
+            lambda self, col, fields, expr="": (read.append(expr), real(self, col, fields, expr))[1])
         store = VectorStore(library.milvus_uri)
         store.upsert_images(collection, rows(range(41, 61)))
         store.close()
@@ -412,7 +413,7 @@ def test_snapshot_refresh_reads_only_new_rows_and_falls_back_on_deletes(tmp_path
         third = search_mod.vector_snapshot(library, collection)
         assert read[-1] == "" and third is not None and 3 not in third.arrays["media_id"].tolist()
     finally:
-        search_mod.iterate_vectors = real
+        VectorStore.iterate_images = real  # type: ignore[method-assign]
         search_mod.close_stores()
-    hits = third.search(vectors[9], search_mod.SearchFilters(), None, {10}, want=3)
+    hits = third.search(vectors[9], third.rows_where(exclude={10}), want=3)
     assert len(hits) == 3 and 10 not in hits

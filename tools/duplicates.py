@@ -18,7 +18,7 @@ from catalog.db import session_for
 from catalog.models import Media
 from catalog.settings import Library
 from catalog.vectors import FRAME_BITS, image_collection
-from tools.search import default_models, iterate_vectors, vector_snapshot
+from tools.search import default_models, vector_snapshot, vector_store
 
 AGREE_COSINE = 0.85  # a phash match needs the embeddings at least this close (when both exist)
 BLOCK = 2048  # rows per block in the all-pairs scans (memory: BLOCK x n floats)
@@ -157,7 +157,7 @@ def _media_vectors(library: Library, wanted: set[int]) -> dict[int, np.ndarray]:
         rows: Iterator[tuple[int, np.ndarray]] = (
             zip(snapshot.arrays["id"].tolist(), snapshot.vectors) if snapshot is not None else
             ((int(r["id"]), np.asarray(r["vector"], dtype=np.float32))
-             for r in iterate_vectors(library, collection, [])))
+             for r in vector_store(library).iterate_images(collection, [])))
         for vector_id, vector in rows:
             media_id = vector_id >> FRAME_BITS
             if media_id in wanted:

@@ -35,6 +35,8 @@ from sqlmodel import Session, select
 from catalog.db import session_for
 from catalog.models import Caption, Face, Frame, Media, Person, Tag
 from catalog.settings import Library
+from catalog import vector_snapshot as snapshots
+from catalog.vector_snapshot import VECTOR_CACHE_ENV, VectorSnapshot, collection_signature
 from catalog.vectors import VectorStore, image_collection, image_vector_id, wallclock_ts
 
 MAX_TEXT = 500
@@ -540,245 +542,25 @@ def close_stores() -> None:
     _STORES.clear()
 
 
-# --- in-process exact vector search (Milvus stays the store) ----------------------------------------------------
-# Milvus Lite costs ~0.2-0.8 s per FLAT search at 100k vectors on 2 cores, and HNSW/IVF starve selective
-# filters (recall@10 0.26-0.35 for "videos of one year"); numpy over the same vectors is exact under any filter
-# and ~10x faster (benchmarks/SEARCH_RESULTS.md). So a local Milvus Lite collection is snapshotted into .npy
-# files under <library>/cache/vectors (memory-mapped, rebuilt when the collection's files change) and searched
-# here; a Milvus server (URI with a scheme) is searched directly.
-VECTOR_CACHE_ENV = "PHOTO_ENGINE_VECTOR_CACHE"  # "off": always search through Milvus
-CACHE_MAX_ROWS = 2_000_000  # 4 GB of float32 at 512-d: beyond this, Milvus
-_KIND_CODES = {"photo": 0, "video": 1}
-_SNAPSHOT_FIELDS = ("id", "media_id", "frame_id", "time", "kind", "taken_ts", "year", "month")
-
-
-@dataclass
-class VectorSnapshot:
-    """One collection as arrays, rows sorted by vector id; `vectors` is (n, dim) float32, memory-mapped."""
-
-    signature: str
-    arrays: dict[str, np.ndarray]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self.arrays["vector"]
-
-    def vector_of(self, vector_id: int) -> np.ndarray | None:
-        ids = self.arrays["id"]
-        row = int(np.searchsorted(ids, vector_id))
-        return np.asarray(self.vectors[row], dtype=np.float32) if row < len(ids) and ids[row] == vector_id else None
-
-    def mask(self, filters: SearchFilters, allowed: np.ndarray | None, exclude: set[int]) -> np.ndarray | None:
-        """Rows passing the filters (None: all rows), computed from the same validated values as milvus_expr."""
-        a, masks = self.arrays, []
-        if filters.kind is not None:
-            masks.append(a["kind"] == _KIND_CODES[filters.kind])
-        if filters.year is not None:
-            masks.append(a["year"] == filters.year)
-        if filters.month is not None:
-            masks.append(a["month"] == filters.month)
-        lo, hi = filters.ts_bounds()
-        if lo is not None or hi is not None:
-            masks.append(a["taken_ts"] != 0)
-        if lo is not None:
-            masks.append(a["taken_ts"] >= lo)
-        if hi is not None:
-            masks.append(a["taken_ts"] < hi)
-        if allowed is not None:
-            masks.append(np.isin(a["media_id"], allowed))
-        if exclude:
-            masks.append(~np.isin(a["media_id"], np.fromiter(exclude, dtype=np.int64)))
-        if not masks:
-            return None
-        out = masks[0]
-        for more in masks[1:]:
-            out = out & more
-        return out
-
-    def search(self, vector: np.ndarray, filters: SearchFilters, allowed: np.ndarray | None, exclude: set[int],
-               want: int) -> dict[int, dict[str, Any]]:
-        """Exact cosine search: the best vector of each of the `want` best media (fewer only if fewer match)."""
-        mask = self.mask(filters, allowed, exclude)
-        query = np.asarray(vector, dtype=np.float32)
-        if mask is None:
-            rows, scores = None, self.vectors @ query
-        elif mask.mean() > 0.25:  # most rows pass: one full product, then hide the rest
-            rows, scores = None, np.where(mask, self.vectors @ query, -np.inf)
-        else:
-            rows = np.flatnonzero(mask)
-            scores = self.vectors[rows] @ query if len(rows) else np.zeros(0, dtype=np.float32)
-        valid = int(np.isfinite(scores).sum()) if rows is None and mask is not None else len(scores)
-        media_ids, take = self.arrays["media_id"], min(valid, max(want * 8, 64))
-        while True:
-            top = np.argpartition(-scores, take - 1)[:take] if 0 < take < len(scores) else np.arange(take)
-            top = top[np.argsort(-scores[top], kind="stable")]
-            best: dict[int, dict[str, Any]] = {}
-            for j in top.tolist():
-                row = int(rows[j]) if rows is not None else j
-                media_id = int(media_ids[row])
-                if media_id not in best:
-                    best[media_id] = {"media_id": media_id, "frame_id": int(self.arrays["frame_id"][row]),
-                                      "time": float(self.arrays["time"][row]),
-                                      "kind": "video" if self.arrays["kind"][row] == 1 else "photo",
-                                      "score": float(scores[j])}
-                    if len(best) == want:
-                        return best
-            if take >= valid:
-                return best
-            take = min(valid, take * 4)
-
-
-_SNAPSHOTS: dict[tuple[str, str], VectorSnapshot] = {}
-
-
-def _collection_signature(library: Library, collection: str) -> str | None:
-    """A fingerprint of a local Milvus Lite collection's files; None for a Milvus server or no collection."""
-    import hashlib
-    import os
-
-    if "://" in library.milvus_uri or os.environ.get(VECTOR_CACHE_ENV, "").lower() in ("off", "0", "no", "false"):
-        return None
-    folder = Path(library.milvus_uri) / "collections" / collection
-    if not folder.is_dir():
-        return None
-    entries = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and "indexes" not in path.relative_to(folder).parts:  # index files are rebuilt on load
-            stat = path.stat()
-            entries.append(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha1("\n".join(entries).encode()).hexdigest()[:16]
-
+# --- in-process exact vector search: catalog.vector_snapshot (Milvus stays the store) -------------------------
 
 def vector_snapshot(library: Library, collection: str) -> VectorSnapshot | None:
-    """The collection as memory-mapped arrays (refreshed when the collection changes), or None to use Milvus."""
-    signature = _collection_signature(library, collection)
+    """The local collection's numpy snapshot; a refresh reuses (and then closes) this process' open client."""
+    signature = collection_signature(library, collection)
     if signature is None:
-        return None
-    key = (library.milvus_uri, collection)
-    if key in _SNAPSHOTS and _SNAPSHOTS[key].signature == signature:
-        return _SNAPSHOTS[key]
-    folder = library.root / "cache" / "vectors" / f"{collection}-{signature}"
-    if not (folder / "vector.npy").is_file():
-        if not refresh_vector_snapshot(library, collection, folder):
-            return None
-    snapshot = _load_snapshot(folder, signature)
-    if snapshot is not None:
-        _SNAPSHOTS[key] = snapshot
-    return snapshot
+        return None  # a Milvus server, or the cache turned off: search through Milvus
+    cached = snapshots.cached_snapshot(library, collection, signature)
+    if cached is not None:
+        return cached
+    return snapshots.vector_snapshot(library, collection, store=_STORES.pop(library.milvus_uri, None))
 
 
-def _load_snapshot(folder: Path, signature: str) -> VectorSnapshot | None:
-    try:
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if name == "vector" else None)
-                  for name in (*_SNAPSHOT_FIELDS, "vector")}
-    except (OSError, ValueError):
-        return None
-    return VectorSnapshot(signature, arrays)
-
-
-def refresh_vector_snapshot(library: Library, collection: str, folder: Path | None = None,
-                            full: bool = False) -> bool:
-    """Bring the snapshot up to date with Milvus; ingest can call this after writing vectors.
-
-    Reading rows out of Milvus Lite is slow (~1-2k rows/s on 2 busy cores), so unless `full`, only rows of
-    media newer than the previous snapshot are read (media ids only grow) and the result is accepted when
-    the row count then matches Milvus'; deletions or re-embedded files make the counts differ and force a
-    full re-read. The Milvus client is closed afterwards: an open Milvus Lite collection holds ~0.5-1 GB
-    that searching the snapshot does not need (it reopens lazily if something asks for it).
-    """
-    import shutil
-
-    if folder is None:
-        signature = _collection_signature(library, collection)
-        if signature is None:
-            return False
-        folder = library.root / "cache" / "vectors" / f"{collection}-{signature}"
-    previous = None if full else _latest_snapshot(folder.parent, collection)
-    try:
-        arrays = _read_rows(library, collection, previous)
-    finally:
-        store = _STORES.pop(library.milvus_uri, None)
-        if store is not None:
-            store.close()
-    if arrays is None:
-        return False
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, values in arrays.items():
-        np.save(tmp / f"{name}.npy", values)
-    del arrays, previous
-    for old in folder.parent.glob(f"{collection}-*"):
-        if old != tmp:
-            shutil.rmtree(old, ignore_errors=True)
-    tmp.rename(folder)
-    return True
-
-
-def _latest_snapshot(parent: Path, collection: str) -> VectorSnapshot | None:
-    candidates = sorted((p for p in parent.glob(f"{collection}-*") if not p.name.endswith(".tmp")),
-                        key=lambda p: p.stat().st_mtime_ns)
-    return _load_snapshot(candidates[-1], "") if candidates else None
-
-
-def _read_rows(library: Library, collection: str, previous: VectorSnapshot | None) -> dict[str, np.ndarray] | None:
-    """All rows (or only rows newer than `previous`, merged into it) as arrays sorted by vector id."""
-    expr = ""
-    if previous is not None and len(previous.arrays["id"]):
-        expr = f"media_id > {int(previous.arrays['media_id'].max())}"
-    scalars: dict[str, list[Any]] = {name: [] for name in _SNAPSHOT_FIELDS}
-    vectors: list[np.ndarray] = []
-    for row in iterate_vectors(library, collection, list(_SNAPSHOT_FIELDS[1:]), expr):
-        for name in _SNAPSHOT_FIELDS:
-            scalars[name].append(_KIND_CODES.get(row[name], 2) if name == "kind" else row[name])
-        vectors.append(np.asarray(row["vector"], dtype=np.float32))
-        if len(vectors) > CACHE_MAX_ROWS:
-            return None
-    dtypes = {"id": np.int64, "media_id": np.int64, "frame_id": np.int64, "time": np.float32, "kind": np.int8,
-              "taken_ts": np.int64, "year": np.int32, "month": np.int32}
-    fresh = {name: np.asarray(values, dtype=dtypes[name]) for name, values in scalars.items()}
-    dim = previous.vectors.shape[1] if previous is not None else (len(vectors[0]) if vectors else 0)
-    fresh["vector"] = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-    if expr:
-        merged = {name: np.concatenate([np.asarray(previous.arrays[name]), fresh[name]])  # type: ignore[union-attr]
-                  for name in fresh}
-        if len(merged["id"]) != _row_count(library, collection) or len(np.unique(merged["id"])) != len(merged["id"]):
-            return _read_rows(library, collection, None)  # something else changed: read everything
-        fresh = merged
-    if not len(fresh["id"]):
-        return None
-    order = np.argsort(fresh["id"], kind="stable")
-    return {name: np.ascontiguousarray(values[order]) for name, values in fresh.items()}
-
-
-def _row_count(library: Library, collection: str) -> int:
-    client = vector_store(library).client
-    return int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
-
-
-def iterate_vectors(library: Library, collection: str, fields: list[str],
-                    expr: str = "") -> Iterable[dict[str, Any]]:
-    """Every row (id, vector and `fields`) of a collection, in pages.
-
-    VectorStore has no bulk read yet, so this pages through its client here (it belongs in catalog.vectors).
-    """
-    import logging
-
-    client = vector_store(library).client
-    if not client.has_collection(collection):
-        return
-    client.load_collection(collection)
-    log = logging.getLogger("pymilvus")
-    level = log.level
-    log.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it has no server timestamp
-    try:
-        iterator = client.query_iterator(collection, batch_size=2000, filter=expr,
-                                         output_fields=["id", "vector", *fields])
-        while batch := iterator.next():
-            yield from batch
-        iterator.close()
-    finally:
-        log.setLevel(level)
+def snapshot_mask(snapshot: VectorSnapshot, filters: SearchFilters, allowed: np.ndarray | None,
+                  exclude: set[int]) -> np.ndarray | None:
+    """The snapshot rows passing the filters, from the same validated values as `milvus_expr`."""
+    ts_from, ts_to = filters.ts_bounds()
+    return snapshot.rows_where(kind=filters.kind, year=filters.year, month=filters.month, ts_from=ts_from,
+                               ts_to=ts_to, allowed=allowed, exclude=exclude)
 
 
 # --- the search ---------------------------------------------------------------------------------------------
@@ -1010,7 +792,7 @@ def _vector_hits(session: Session, library: Library, collection: str, vector: np
             allowed = np.asarray(session.exec(select(Media.id).where(*conditions)).all(), dtype=np.int64)
             if not len(allowed):
                 return {}
-        return snapshot.search(vector, filters, allowed, exclude, want)
+        return snapshot.search(vector, snapshot_mask(snapshot, filters, allowed, exclude), want)
     store = vector_store(library)
     expr = filters.milvus_expr()
     ids_in_expr = False

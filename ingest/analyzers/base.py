@@ -5,8 +5,10 @@ from __future__ import annotations
 import fnmatch
 import importlib.metadata
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -63,15 +65,35 @@ def resolve_model_path(spec: dict | None, package: str, relative_glob: str, key:
     return resolve_package_file(package, relative_glob)
 
 
+_THREAD_CAP: list[int] = []  # set by `capped_threads` while worker processes share the cores
+
+
 def cpu_threads(spec: dict | None = None) -> int:
-    """Threads for inference: `spec['threads']` or every core this process may use."""
+    """Threads for inference: `spec['threads']` or every core this process may use (at most the cap)."""
     wanted = (spec or {}).get("threads")
     if wanted:
-        return max(1, int(wanted))
+        threads = max(1, int(wanted))
+    else:
+        try:
+            threads = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            threads = max(1, os.cpu_count() or 1)
+    return min(threads, _THREAD_CAP[-1]) if _THREAD_CAP else threads
+
+
+@contextmanager
+def capped_threads(limit: int) -> Iterator[None]:
+    """Fewer intra-op threads in this process while worker processes run beside it: torch's OpenMP threads
+    spin-wait, so oversubscribing the cores with them wastes CPU the workers need."""
+    _THREAD_CAP.append(max(1, limit))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpu_threads())
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        yield
+    finally:
+        _THREAD_CAP.pop()
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(cpu_threads())
 
 
 def set_torch_threads(spec: dict | None = None) -> None:
@@ -97,3 +119,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
         arr = arr * (255.0 / max(float(arr.max()), 1.0))
         return Image.fromarray(arr.clip(0, 255).astype("uint8")).convert("RGB")
     return image.convert("RGB")
+
+
+def inference_device(spec: dict | None = None) -> str:
+    """`spec['device']`, else "cuda" when torch sees a GPU, else "cpu": analyzers use a GPU automatically."""
+    wanted = (spec or {}).get("device")
+    if wanted:
+        return str(wanted)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_batch_size(spec: dict | None, cpu: int, gpu: int) -> int:
+    """`spec['batch_size']`, else the measured best for the device (a GPU wants far larger batches)."""
+    wanted = (spec or {}).get("batch_size")
+    if wanted:
+        return max(1, int(wanted))
+    return gpu if inference_device(spec).startswith("cuda") else cpu

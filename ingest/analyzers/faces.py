@@ -53,6 +53,7 @@ class FaceModel:
     """
 
     family = "faces"
+    single_threaded = True  # dlib uses one core: ingest runs it in worker processes beside torch
 
     def __init__(self, spec: dict | None = None) -> None:
         self.spec = dict(spec or {})

