@@ -205,12 +205,8 @@ def _bench_clip(arch: str, images: list[Image.Image], repeats: int, batch: int) 
     model = ClipEmbedder({"model": arch, "batch_size": batch, "model_id": f"{arch}-random"})
     net, preprocess, tokenizer = model._load()
     note = ""
-    if arch.startswith("MobileCLIP"):  # inference form of the re-parameterisable blocks (DESIGN.md: 17.5 img/s)
-        from timm.utils import reparameterize_model
-
-        model._loaded = (reparameterize_model(net), preprocess, tokenizer)
-        net = model._loaded[0]
-        note = "timm reparameterize_model applied here; embed.ClipEmbedder does not do it yet"
+    if arch.startswith("MobileCLIP"):
+        note = "reparameterized for inference by embed.ClipEmbedder"
     tensors = [torch.stack([preprocess(img) for img in chunk]) for chunk in batches(images, batch)]
     model.run(images[:batch])
 

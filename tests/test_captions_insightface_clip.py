@@ -396,3 +396,23 @@ def test_resolve_profile_falls_back_to_offline(models_root: Path) -> None:
     _fake_fetched(models_root)
     assert resolve_profile("full") == ("full", None)
     assert resolve_profile("offline")[0] == "offline"
+
+
+@pytest.mark.slow
+def test_mobileclip_is_reparameterized_with_the_same_vectors(tmp_path: Path) -> None:
+    """MobileCLIP's training-time branches are folded for inference: same image vector, fewer modules."""
+    import open_clip
+    import torch
+
+    from ingest.analyzers import embed
+
+    reference, _, preprocess = open_clip.create_model_and_transforms("MobileCLIP-S1", pretrained=None)
+    weights = tmp_path / "mobileclip-s1.pt"
+    torch.save(reference.state_dict(), weights)
+    clip = embed.load({"model": "MobileCLIP-S1", "path": str(weights)})
+    folded, _, _ = clip._load()
+    assert sum(1 for _ in folded.modules()) < sum(1 for _ in reference.modules())
+    image = _photos()[0]
+    with torch.inference_mode():
+        direct = reference.eval().encode_image(preprocess(image).unsqueeze(0)).numpy()[0]
+    assert np.allclose(clip.run([image])[0], direct / np.linalg.norm(direct), atol=1e-3)

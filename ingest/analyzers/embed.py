@@ -84,7 +84,7 @@ class ClipEmbedder:
         self.arch = str(spec["model"])
         self.weights = spec.get("path") or spec.get("pretrained")
         # named by the pretrained tag when there is one: a fetched file is always "open_clip_model.safetensors"
-        tag = spec.get("pretrained") or Path(str(spec.get("path"))).stem
+        tag = spec.get("pretrained") or (Path(str(spec["path"])).stem if spec.get("path") else "random")
         self.model_id = str(spec.get("model_id") or f"openclip-{self.arch}-{tag}")
         self.batch_size = default_batch_size(spec, cpu=32, gpu=256)
         self.device = inference_device(spec)
@@ -103,7 +103,14 @@ class ClipEmbedder:
                     open_clip.add_model_config(str(Path(self.spec["config"]).expanduser()))
                 pretrained = str(Path(self.weights).expanduser()) if self.spec.get("path") else self.weights
                 model, _, preprocess = open_clip.create_model_and_transforms(self.arch, pretrained=pretrained)
-                self._loaded = (model.eval().to(self.device), preprocess, open_clip.get_tokenizer(self.arch))
+                model = model.eval()
+                if self.arch.startswith("MobileCLIP"):
+                    # MobileOne/FastViT blocks train as parallel branches; their inference form folds them into
+                    # one conv each (same outputs, several times faster on CPU; MobileCLIP's own instructions)
+                    from timm.utils import reparameterize_model
+
+                    model = reparameterize_model(model)
+                self._loaded = (model.to(self.device), preprocess, open_clip.get_tokenizer(self.arch))
             return self._loaded
 
     @property
