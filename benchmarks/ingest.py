@@ -352,12 +352,15 @@ def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
     photo_row, video_row = rows[0], rows[1]
     analyzer_row = next(r for r in rows if r.stage.startswith("analyzers"))
     end_row = rows[-1]
-    images_per_file = analyzer_row.items / max(1, end_row.items)
+    frames_per_video = (analyzer_row.items - photo_row.items) / max(1, video_row.items)
+    seed_images = SEED_PHOTOS + SEED_VIDEOS * frames_per_video
     hours = (SEED_PHOTOS / photo_row.rate + SEED_VIDEOS / video_row.rate +
-             (SEED_PHOTOS + SEED_VIDEOS) * images_per_file / analyzer_row.rate) / 3600 if video_row.rate else 0.0
-    lines += ["", f"End to end: {end_row.rate:.2f} files/s; the seed library ({SEED_PHOTOS} photos + {SEED_VIDEOS} "
-              f"videos, {images_per_file:.2f} analyzed images per file as here) would take {hours:.2f} h on this "
-              f"machine.", ""]
+             seed_images / analyzer_row.rate) / 3600 if video_row.rate else 0.0
+    lines += ["", f"End to end: {end_row.rate:.2f} files/s. The seed library ({SEED_PHOTOS} photos + {SEED_VIDEOS} "
+              f"videos; {frames_per_video:.1f} analyzed keyframes per video as here, so {seed_images:,.0f} images) "
+              f"would take {hours:.2f} h on this machine (extract {SEED_PHOTOS / photo_row.rate / 3600:.2f} h + "
+              f"{SEED_VIDEOS / video_row.rate / 3600:.2f} h, analyzers {seed_images / analyzer_row.rate / 3600:.2f} h).",
+              ""]
     lines += [f"- {note}" for note in notes]
     lines += ["", f"Command: `.venv/bin/python {' '.join(sys.argv)}`; {os.cpu_count()} cores, workers "
               f"{args.workers or os.cpu_count()}, batch size {args.batch_size}."]
