@@ -90,14 +90,7 @@ def claim(session: Session, stage: str, limit: int, exclude: Sequence[int] = ())
     if exclude:
         query = query.where(Task.id.not_in(list(exclude)))  # type: ignore[union-attr]
     tasks = session.exec(query.order_by(Task.id).limit(limit)).all()
-    now = utcnow()
-    for task in tasks:
-        task.status = RUNNING
-        task.attempts += 1
-        task.updated_at = now
-        session.add(task)
-    session.commit()
-    return list(tasks)
+    return _start(session, tasks)
 
 
 def claim_media(session: Session, stages: Sequence[str], limit: int) -> list[Task]:
@@ -113,6 +106,11 @@ def claim_media(session: Session, stages: Sequence[str], limit: int) -> list[Tas
     tasks = session.exec(select(Task).where(Task.stage.in_(wanted), Task.status == PENDING,  # type: ignore[attr-defined]
                                             Task.media_id.in_(list(media_ids)))  # type: ignore[attr-defined]
                          .order_by(Task.media_id, Task.id)).all()
+    return _start(session, tasks)
+
+
+def _start(session: Session, tasks: Sequence[Task]) -> list[Task]:
+    """Mark claimed tasks running, counting the attempt, in one commit."""
     now = utcnow()
     for task in tasks:
         task.status = RUNNING
