@@ -334,33 +334,33 @@ class LlamaChatModel(BaseChatModel):
 
     # -- generation --
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _tool_message(self, messages: list[BaseMessage],
+                      kwargs: dict[str, Any]) -> tuple[list[dict[str, str]], AIMessage | None]:
+        """The chat in llama.cpp's format, and the tool-call message when tools are bound and one is chosen."""
         tools = kwargs.get("tools") or []
         choice = _choice_name(kwargs.get("tool_choice"))
         chat = to_chat_messages(messages)
-        if tools and choice != "none":
-            message = self._tool_step(chat, tools, choice)
-            if message is not None:
-                return ChatResult(generations=[ChatGeneration(message=message)])
+        return chat, (self._tool_step(chat, tools, choice) if tools and choice != "none" else None)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        chat, message = self._tool_message(messages, kwargs)
+        if message is not None:
+            return ChatResult(generations=[ChatGeneration(message=message)])
         text = "".join(self._complete(chat, stop, stream=False, run_manager=run_manager))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(
             content=text, response_metadata=self.last_stats))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        tools = kwargs.get("tools") or []
-        choice = _choice_name(kwargs.get("tool_choice"))
-        chat = to_chat_messages(messages)
-        if tools and choice != "none":
-            message = self._tool_step(chat, tools, choice)
-            if message is not None:
-                chunks = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-                          for i, c in enumerate(message.tool_calls)]
-                chunks += [tool_call_chunk(name=c.get("name"), args=c.get("args"), id=c.get("id"), index=len(chunks) + i)
-                           for i, c in enumerate(message.invalid_tool_calls)]
-                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunks))
-                return
+        chat, message = self._tool_message(messages, kwargs)
+        if message is not None:
+            chunks = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                      for i, c in enumerate(message.tool_calls)]
+            chunks += [tool_call_chunk(name=c.get("name"), args=c.get("args"), id=c.get("id"), index=len(chunks) + i)
+                       for i, c in enumerate(message.invalid_tool_calls)]
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunks))
+            return
         for piece in self._complete(chat, stop, stream=True, run_manager=run_manager):
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
 

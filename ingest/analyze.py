@@ -248,7 +248,7 @@ def _run_models(models: dict[str, Any], offloaded: list[str], pool: "_FilePool |
         results["embed"].update(zip(wanted["embed"], vecs))
         results["tags"].update(zip(wanted["tags"], labels))
     for stage, refs in wanted.items():
-        if stage not in futures and stage not in offloaded and not (shared and stage in ("embed", "tags")):
+        if stage not in offloaded and not (shared and stage in ("embed", "tags")):
             results[stage].update(zip(refs, models[stage].run([decoded[r] for r in refs])))
     for stage, future in futures.items():
         try:
