@@ -591,7 +591,8 @@ def _search(library: Library, **arguments: Any) -> dict[str, Any]:
 
 
 def _image(path: Path) -> FileResponse:
-    return FileResponse(path, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})
+    media_type = "image/jpeg" if path.suffix == ".jpg" else "image/webp"
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
 def start_ingest_job(app: FastAPI, paths: Sequence[str] = ()) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import imagehash
 
 from catalog.settings import Library
 from ingest.geocode import place_for
-from ingest.media import THUMB_LARGE, DecodeError, make_thumbnails, resize_to_fit, save_webp
+from ingest.media import THUMB_LARGE, DecodeError, make_thumbnails, resize_to_fit, save_image
 from ingest.metadata import (MediaMetadata, MetadataError, apply_file_time_fallback, read_photo_metadata,
                              read_video_metadata)
 from ingest.media import open_image
@@ -116,8 +116,8 @@ def _keyframes(path: str, content_hash: str, library: Library) -> list[FrameOut]
     frames = []
     for idx, keyframe in enumerate(extract_keyframes(path, max_side=THUMB_LARGE)):
         time_ms = int(round(keyframe.time * 1000))
-        save_webp(keyframe.image, str(library.frame_path(content_hash, time_ms, "large")))
-        save_webp(resize_to_fit(keyframe.image, SMALL_SIDE), str(library.frame_path(content_hash, time_ms, "small")))
+        save_image(keyframe.image, str(library.frame_path(content_hash, time_ms, "large")))
+        save_image(resize_to_fit(keyframe.image, SMALL_SIDE), str(library.frame_path(content_hash, time_ms, "small")))
         width, height = keyframe.image.size
         frames.append(FrameOut(idx=idx, time=keyframe.time, width=width, height=height,
                                scene_change=keyframe.scene_change))

@@ -79,14 +79,31 @@ def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
 
 def save_webp(img: Image.Image, dest: str, quality: int = 80) -> None:
     """Write a WebP atomically (temp file + rename) so a crash never leaves a half-written thumbnail."""
+    if img.mode not in ("RGB", "RGBA"):
+        img = img.convert("RGB")
+    _save_atomically(img, dest, format="WEBP", quality=quality, method=0)  # method 4: 6x slower, ~20% smaller
+
+
+def save_jpeg(img: Image.Image, dest: str, quality: int = 85) -> None:
+    """Write a JPEG atomically; ~7x cheaper to encode than WebP at 1280 px (previews, keyframes)."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    _save_atomically(img, dest, format="JPEG", quality=quality)
+
+
+def save_image(img: Image.Image, dest: str) -> None:
+    """Write a derived image in the format its name asks for (.jpg previews, .webp thumbnails)."""
+    (save_jpeg if dest.endswith((".jpg", ".jpeg")) else save_webp)(img, dest)
+
+
+def _save_atomically(img: Image.Image, dest: str, **options: object) -> None:
+    """temp file + rename, so a crash never leaves a half-written file under the real name."""
     parent = os.path.dirname(dest)
     if parent:
         os.makedirs(parent, exist_ok=True)
     tmp = dest + ".tmp"
-    if img.mode not in ("RGB", "RGBA"):
-        img = img.convert("RGB")
     try:
-        img.save(tmp, format="WEBP", quality=quality, method=0)  # method 4 is 6x slower for ~20% smaller files
+        img.save(tmp, **options)
         os.replace(tmp, dest)
     except BaseException:
         _remove_quietly(tmp)
@@ -94,10 +111,10 @@ def save_webp(img: Image.Image, dest: str, quality: int = 80) -> None:
 
 
 def make_thumbnails(img: Image.Image, small_dest: str, large_dest: str) -> tuple[int, int]:
-    """Write the small and large WebP thumbnails of an upright image; return its (width, height)."""
+    """Write the small and large thumbnails of an upright image (format by name); return its (width, height)."""
     large = resize_to_fit(img, THUMB_LARGE)
-    save_webp(large, large_dest)
-    save_webp(resize_to_fit(large, THUMB_SMALL), small_dest)  # from `large`: far cheaper, same result
+    save_image(large, large_dest)
+    save_image(resize_to_fit(large, THUMB_SMALL), small_dest)  # from `large`: far cheaper, same result
     return img.size
 
 

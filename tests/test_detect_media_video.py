@@ -15,9 +15,10 @@ import pillow_heif
 import pytest
 from PIL import Image
 
+from catalog.settings import Library
 from ingest.detect import MEDIA_EXTENSIONS, Detected, UnsupportedMedia, detect, sniff
 from ingest.media import (THUMB_LARGE, THUMB_SMALL, DecodeError, make_thumbnails, open_image, resize_to_fit,
-                          save_webp)
+                          save_image, save_webp)
 from ingest.video import Keyframe, extract_keyframes
 
 DATA = Path(__file__).parent / "data"
@@ -468,6 +469,25 @@ def test_save_webp_replaces_atomically(tmp_path: Path) -> None:
     with Image.open(dest) as img:
         assert img.size == (64, 48)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["x.webp"]
+
+
+def test_save_image_picks_the_format_by_name(tmp_path: Path) -> None:
+    save_image(_rgb().convert("RGBA"), str(tmp_path / "a.jpg"))
+    save_image(_rgb(), str(tmp_path / "b.webp"))
+    with Image.open(tmp_path / "a.jpg") as jpg, Image.open(tmp_path / "b.webp") as webp:
+        assert (jpg.format, jpg.mode, webp.format) == ("JPEG", "RGB", "WEBP")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.webp"]
+
+
+def test_previews_are_jpeg_and_a_legacy_webp_preview_is_still_found(tmp_path: Path) -> None:
+    library = Library.at(tmp_path / "lib")
+    assert library.thumb_path("ab" * 32, "large").suffix == ".jpg"
+    assert library.frame_path("ab" * 32, 1500, "small").suffix == ".webp"
+    legacy = library.frame_path("cd" * 32, 1500, "large").with_suffix(".webp")  # written before previews were JPEG
+    save_webp(_rgb(), str(legacy))
+    assert library.frame_path("cd" * 32, 1500, "large") == legacy
+    save_image(_rgb(), str(legacy.with_suffix(".jpg")))  # re-extracted: the JPEG wins
+    assert library.frame_path("cd" * 32, 1500, "large").suffix == ".jpg"
 
 
 # --- keyframes ------------------------------------------------------------------------------------------------
