@@ -59,26 +59,18 @@ class Library:
 
     def thumb_path(self, content_hash: str, size: str) -> Path:
         """Thumbnail of a photo, named by content hash so copies share it: size is 'small' or 'large'."""
-        return derived_image(self.derived_dir / "thumbs" / content_hash[:2] / f"{content_hash}_{size}", size)
+        return self.derived_dir / "thumbs" / content_hash[:2] / f"{content_hash}_{size}.webp"
 
     def frame_path(self, content_hash: str, time_ms: int, size: str) -> Path:
-        """Keyframe image of a video at a timestamp (milliseconds)."""
-        return derived_image(self.derived_dir / "frames" / content_hash[:2] / f"{content_hash}_{time_ms:09d}_{size}",
-                             size)
+        """Keyframe image of a video at a timestamp (milliseconds): a JPEG when large, a WebP when small.
 
-
-def derived_image(stem: Path, size: str) -> Path:
-    """`large` previews are JPEG, `small` thumbnails WebP (Immich's split).
-
-    Why: at 1280 px libjpeg-turbo encodes in ~3 ms where WebP takes ~23 ms, the largest single cost of a video's
-    keyframes; at 256 px WebP is cheap and ~40 % smaller. Libraries written before this change have WebP
-    previews: such a file is returned while no JPEG exists, so nothing needs re-extracting.
-    """
-    if size != "large":
-        return stem.with_name(stem.name + ".webp")
-    preview = stem.with_name(stem.name + ".jpg")
-    if not preview.exists():
+        Why JPEG: at 1280 px libjpeg-turbo encodes in ~3 ms where WebP takes ~23 ms, and a video has up to 24
+        keyframes: it was the largest cost after decoding. Libraries written before keep their WebP keyframes:
+        such a file is returned while no JPEG exists, so nothing needs re-extracting.
+        """
+        stem = self.derived_dir / "frames" / content_hash[:2] / f"{content_hash}_{time_ms:09d}_{size}"
+        if size != "large":
+            return stem.with_name(stem.name + ".webp")
+        preview = stem.with_name(stem.name + ".jpg")
         legacy = stem.with_name(stem.name + ".webp")
-        if legacy.exists():
-            return legacy
-    return preview
+        return legacy if not preview.exists() and legacy.exists() else preview

@@ -122,7 +122,12 @@ class VectorStore:
         return int(self.client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def iterate_images(self, collection: str, fields: Sequence[str], filter_expr: str = "") -> Iterator[dict[str, Any]]:
-        """Every row (id, vector and `fields`) of a collection, in pages of 2,000 (a bulk read for snapshots)."""
+        """Every row (id, vector and `fields`) of a collection, in pages of 8,192 (a bulk read for snapshots).
+
+        Why big pages: in Milvus Lite each page is a new query whose cost grows with the collection (at 1M rows
+        ~5 s for a page of 2,000, ~10 s for 16,384), so a full read of 1M rows took ~45 min in pages of 2,000.
+        Not the 16,384 maximum: a page arrives as Python lists of floats, ~13 MB per 1,000 rows of 512-d.
+        """
         import logging
 
         if not self._ready(collection):
@@ -131,7 +136,7 @@ class VectorStore:
         level = log.level
         log.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it has no server timestamp
         try:
-            iterator = self.client.query_iterator(collection, batch_size=2000, filter=filter_expr,
+            iterator = self.client.query_iterator(collection, batch_size=8192, filter=filter_expr,
                                                   output_fields=["id", "vector", *fields])
             while batch := iterator.next():
                 yield from batch

@@ -479,9 +479,10 @@ def test_save_image_picks_the_format_by_name(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.webp"]
 
 
-def test_previews_are_jpeg_and_a_legacy_webp_preview_is_still_found(tmp_path: Path) -> None:
+def test_large_keyframes_are_jpeg_and_a_legacy_webp_keyframe_is_still_found(tmp_path: Path) -> None:
     library = Library.at(tmp_path / "lib")
-    assert library.thumb_path("ab" * 32, "large").suffix == ".jpg"
+    assert library.frame_path("ab" * 32, 1500, "large").suffix == ".jpg"
+    assert library.thumb_path("ab" * 32, "large").suffix == ".webp"
     assert library.frame_path("ab" * 32, 1500, "small").suffix == ".webp"
     legacy = library.frame_path("cd" * 32, 1500, "large").with_suffix(".webp")  # written before previews were JPEG
     save_webp(_rgb(), str(legacy))
