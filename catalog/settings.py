@@ -68,9 +68,8 @@ class Library:
         keyframes: it was the largest cost after decoding. Libraries written before keep their WebP keyframes:
         such a file is returned while no JPEG exists, so nothing needs re-extracting.
         """
-        stem = self.derived_dir / "frames" / content_hash[:2] / f"{content_hash}_{time_ms:09d}_{size}"
+        folder, name = self.derived_dir / "frames" / content_hash[:2], f"{content_hash}_{time_ms:09d}_{size}"
         if size != "large":
-            return stem.with_name(stem.name + ".webp")
-        preview = stem.with_name(stem.name + ".jpg")
-        legacy = stem.with_name(stem.name + ".webp")
+            return folder / f"{name}.webp"
+        preview, legacy = folder / f"{name}.jpg", folder / f"{name}.webp"
         return legacy if not preview.exists() and legacy.exists() else preview
