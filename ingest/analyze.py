@@ -28,7 +28,7 @@ from ingest.queue import DONE, claim_media, count_by_status, enqueue, mark_done,
 from ingest.stages import EXTRACT_STAGE
 
 log = logging.getLogger(__name__)
-MAX_DECODED = 32  # derived images held decoded at once per batch (see _analyze_batch)
+MAX_DECODED = 32  # derived images this process holds decoded at once (see _Batch.run_here)
 ANALYZERS_ENV = "PHOTO_ENGINE_ANALYZERS"
 ANALYZER_STAGES = ("embed", "tags", "faces", "captions")
 _NEEDS = {"embed": "torchvision", "tags": "torchvision", "faces": "dlib", "captions": "transformers"}
@@ -167,8 +167,16 @@ def run_analyzers(session: Session, library: Library, stages: list[str], batch_s
 def _work_batches(session: Session, library: Library, active: list[str], batch_size: int,
                   progress: ProgressFn | None, models: dict[str, Any], offloaded: list[str],
                   pool: "_FilePool | None", vectors: "_VectorWriter | None", summaries: dict[str, RunSummary]) -> None:
-    while tasks := claim_media(session, active, batch_size):
-        _analyze_batch(session, library, tasks, models, offloaded, pool, vectors, summaries)
+    """Batches in a two-step pipeline: the worker processes are handed the next batch's files before this one's
+    results are awaited and written, so they never wait for this process between batches (that wait, and
+    the tail of each batch, left the two cores idle for 12-14 % of the stage: measured with per-process CPU)."""
+    claimed = claim_media(session, active, batch_size)
+    batch = _Batch.start(session, library, claimed, offloaded, models, pool) if claimed else None
+    while batch is not None:
+        batch.run_here(models)
+        claimed = claim_media(session, active, batch_size)
+        following = _Batch.start(session, library, claimed, offloaded, models, pool) if claimed else None
+        batch.finish(session, models, pool, vectors, summaries)
         if vectors is not None:
             vectors.flush()  # vectors first: a kill before the commit only repeats an idempotent upsert
         session.commit()
@@ -177,69 +185,120 @@ def _work_batches(session: Session, library: Library, active: list[str], batch_s
             failed = sum(s.failed for s in summaries.values())
             remaining = sum(count_by_status(session, s).get("pending", 0) for s in active)
             progress(done, failed, remaining)
+        batch = following
 
 
-def _analyze_batch(session: Session, library: Library, tasks: list[Task], models: dict[str, Any],
-                   offloaded: list[str], pool: "_FilePool | None", vectors: "_VectorWriter | None",
-                   summaries: dict[str, RunSummary]) -> None:
-    """Decode the batch's images once, run every stage that has tasks here, write results, close tasks.
+@dataclass
+class _Batch:
+    """One claimed batch of files: their images, which stages want each, and the work handed to workers."""
 
-    Images are decoded MAX_DECODED at a time: a batch of 16 videos holds ~280 keyframes, and decoding them all
-    at once took the 10k-file benchmark's memory from a flat 2.5 GB to 4 GB (benchmarks/RESULTS.md).
-    """
-    refs_of: dict[int, list[ImageRef]] = {}
-    for task in tasks:
-        if task.media_id not in refs_of:
-            media = session.get(Media, task.media_id)
-            refs_of[task.media_id] = images_of(session, library, media) if media else []
-    stages_of: dict[ImageRef, set[str]] = {}
-    for task in tasks:
-        for ref in refs_of[task.media_id]:
-            stages_of.setdefault(ref, set()).add(task.stage)
-    flat = list(stages_of)
-    results: dict[str, dict[ImageRef, Any]] = {task.stage: {} for task in tasks}
-    broken: dict[str, str] = {}
-    sizes: dict[ImageRef, tuple[int, int]] = {}
-    crashed: dict[str, str] = {}
-    for start in range(0, len(flat), MAX_DECODED):
-        chunk = flat[start:start + MAX_DECODED]
-        images, chunk_broken = _load_images(chunk)
-        broken.update(chunk_broken)
-        decoded = {ref: img for ref, img in zip(chunk, images) if img is not None}
-        sizes.update((ref, img.size) for ref, img in decoded.items())
-        wanted = {stage: [r for r in chunk if r in decoded and stage in stages_of[r]] for stage in results}
-        _run_models(models, offloaded, pool, decoded, wanted, results, crashed)
-    for task in tasks:
-        summary, group = summaries[task.stage], refs_of[task.media_id]
-        missing = [r.path for r in group if r.path in broken]
-        reason = (f"derived image missing or unreadable: {broken[missing[0]]}" if missing
-                  else crashed.get(task.stage))
-        if reason:
-            mark_failed(session, task, reason)
-            summary.failed += 1
-            continue
-        by_ref = results.get(task.stage, {})
-        if vectors is not None and task.stage == "embed":
-            for ref in group:
-                vectors.add(session, ref, by_ref[ref])
-        else:
-            table = _TABLES[task.stage]
-            session.exec(delete(table).where(table.media_id == task.media_id))  # type: ignore[call-overload]
-            for ref in group:
-                _WRITERS[task.stage](session, ref, by_ref[ref], getattr(models[task.stage], "model_id", task.stage),
-                                     sizes[ref])
-        mark_done(session, task)
-        task.model = getattr(models[task.stage], "model_id", task.stage)
-        summary.done += 1
+    tasks: list[Task]
+    refs_of: dict[int, list[ImageRef]]
+    stages_of: dict[ImageRef, set[str]]
+    offloaded: list[str]
+    submitted: dict[str, tuple[list[ImageRef], "_Submitted"]]
+    results: dict[str, dict[ImageRef, Any]]
+    outcome: "_Outcome"
+
+    @classmethod
+    def start(cls, session: Session, library: Library, tasks: list[Task], offloaded: list[str],
+              models: dict[str, Any], pool: "_FilePool | None") -> "_Batch":
+        """Find the batch's images and hand the worker-process stages their files right away (they decode
+        them themselves)."""
+        refs_of: dict[int, list[ImageRef]] = {}
+        for task in tasks:
+            if task.media_id not in refs_of:
+                media = session.get(Media, task.media_id)
+                refs_of[task.media_id] = images_of(session, library, media) if media else []
+        stages_of: dict[ImageRef, set[str]] = {}
+        for task in tasks:
+            for ref in refs_of[task.media_id]:
+                stages_of.setdefault(ref, set()).add(task.stage)
+        results: dict[str, dict[ImageRef, Any]] = {task.stage: {} for task in tasks}
+        submitted = {}
+        for stage in offloaded:
+            refs = [r for r in stages_of if stage in stages_of[r]]
+            if refs and pool is not None:
+                submitted[stage] = (refs, pool.submit(models[stage], [r.path for r in refs]))
+        return cls(tasks, refs_of, stages_of, offloaded, submitted, results, _Outcome())
+
+    def run_here(self, models: dict[str, Any]) -> None:
+        """Decode and run this process's stages, MAX_DECODED images at a time: a batch of 16 videos holds ~280
+        keyframes, and decoding them all at once took the 10k-file benchmark's memory from 2.5 GB to 4 GB."""
+        here = [r for r in self.stages_of if self.stages_of[r] - set(self.offloaded)]
+        for start in range(0, len(here), MAX_DECODED):
+            chunk = here[start:start + MAX_DECODED]
+            decoded = self.outcome.decode(chunk)
+            wanted = {stage: [r for r in chunk if r in decoded and stage in self.stages_of[r]]
+                      for stage in self.results if stage not in self.offloaded}
+            _run_local_models(models, decoded, wanted, self.results)
+
+    def finish(self, session: Session, models: dict[str, Any], pool: "_FilePool | None",
+               vectors: "_VectorWriter | None", summaries: dict[str, RunSummary]) -> None:
+        """Wait for the workers' results, write every result, close the tasks (the caller commits)."""
+        for stage, (refs, submitted) in self.submitted.items():
+            self.outcome.collect(stage, refs, pool.collect(submitted), self.results)  # type: ignore[union-attr]
+        for task in self.tasks:
+            summary, group = summaries[task.stage], self.refs_of[task.media_id]
+            reason = self.outcome.failure(task.stage, group)
+            if reason:
+                mark_failed(session, task, reason)
+                summary.failed += 1
+                continue
+            by_ref = self.results.get(task.stage, {})
+            model_id = getattr(models[task.stage], "model_id", task.stage)
+            if vectors is not None and task.stage == "embed":
+                for ref in group:
+                    vectors.add(session, ref, by_ref[ref])
+            else:
+                table = _TABLES[task.stage]
+                session.exec(delete(table).where(table.media_id == task.media_id))  # type: ignore[call-overload]
+                for ref in group:
+                    _WRITERS[task.stage](session, ref, by_ref[ref], model_id, self.outcome.sizes[ref])
+            mark_done(session, task)
+            task.model = model_id
+            summary.done += 1
 
 
-def _run_models(models: dict[str, Any], offloaded: list[str], pool: "_FilePool | None",
-                decoded: dict[ImageRef, Image.Image], wanted: dict[str, list[ImageRef]],
-                results: dict[str, dict[ImageRef, Any]], crashed: dict[str, str]) -> None:
-    """Every stage's model over its images: worker-process stages start first and run while torch works here."""
+class _Outcome:
+    """What one batch learned about its images: their sizes, which are unreadable, which stages crashed."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[ImageRef, tuple[int, int]] = {}
+        self.broken: dict[str, str] = {}
+        self.crashed: dict[str, str] = {}
+
+    def decode(self, refs: list[ImageRef]) -> dict[ImageRef, Image.Image]:
+        decoded = {}
+        for ref, image in zip(refs, _load_images(refs, self.broken)):
+            if image is not None:
+                decoded[ref] = image
+                self.sizes[ref] = image.size
+        return decoded
+
+    def collect(self, stage: str, refs: list[ImageRef], outcome: "list[_FileResult] | str",
+                results: dict[str, dict[ImageRef, Any]]) -> None:
+        if isinstance(outcome, str):
+            self.crashed[stage] = outcome
+            return
+        for ref, done in zip(refs, outcome):
+            if done.error is not None:
+                self.broken[ref.path] = done.error
+            else:
+                self.sizes[ref] = done.size
+                results[stage][ref] = done.value
+
+    def failure(self, stage: str, group: list[ImageRef]) -> str | None:
+        missing = [r.path for r in group if r.path in self.broken]
+        if missing:
+            return f"derived image missing or unreadable: {self.broken[missing[0]]}"
+        return self.crashed.get(stage)
+
+
+def _run_local_models(models: dict[str, Any], decoded: dict[ImageRef, Image.Image],
+                      wanted: dict[str, list[ImageRef]], results: dict[str, dict[ImageRef, Any]]) -> None:
+    """The stages that run in this process over decoded images; MobileNetV2 once when it serves embed and tags."""
     wanted = {stage: refs for stage, refs in wanted.items() if refs}
-    futures = {stage: pool.submit(models[stage], [r.path for r in wanted[stage]])
-               for stage in offloaded if stage in wanted and stage not in crashed and pool is not None}
     embed, tags = models.get("embed"), models.get("tags")
     shared = ("embed" in wanted and wanted["embed"] == wanted.get("tags")
               and hasattr(embed, "shares_backbone") and embed.shares_backbone(tags))
@@ -248,31 +307,44 @@ def _run_models(models: dict[str, Any], offloaded: list[str], pool: "_FilePool |
         results["embed"].update(zip(wanted["embed"], vecs))
         results["tags"].update(zip(wanted["tags"], labels))
     for stage, refs in wanted.items():
-        if stage not in offloaded and not (shared and stage in ("embed", "tags")):
+        if not (shared and stage in ("embed", "tags")):
             results[stage].update(zip(refs, models[stage].run([decoded[r] for r in refs])))
-    for stage, future in futures.items():
-        try:
-            results[stage].update(zip(wanted[stage], pool.collect(future)))  # type: ignore[union-attr]
-        except _WorkerCrashed as error:
-            crashed[stage] = str(error)
 
 
-class _WorkerCrashed(RuntimeError):
-    """An analyzer's worker process died (a native library crashed) on one of the batch's files."""
+@dataclass(frozen=True)
+class _FileResult:
+    """One file's result from a worker: the model's output and the image size, or why it could not be read."""
+
+    size: tuple[int, int] = (0, 0)
+    value: Any = None
+    error: str | None = None
 
 
-def _analyze_files(model: Any, paths: list[str]) -> list[Any]:
+def _analyze_files(model: Any, paths: list[str]) -> list[_FileResult]:
     """In a worker: decode these derived images and run the model (its weights load once per process)."""
-    images = []
-    for path in paths:
-        with Image.open(path) as img:
-            images.append(img.convert("RGB"))
-    return model.run(images)
+    broken: dict[str, str] = {}
+    images = _load_images(paths, broken)
+    readable = [image for image in images if image is not None]
+    values = iter(model.run(readable) if readable else [])
+    return [_FileResult(error=broken[path]) if image is None else _FileResult(image.size, next(values))
+            for path, image in zip(paths, images)]
+
+
+@dataclass
+class _Submitted:
+    """Files handed to the workers for one stage of one batch: kept so they can be handed again to a new pool."""
+
+    model: Any
+    slices: list[list[str]]
+    futures: list[Any]
+    generation: int
 
 
 class _FilePool:
-    """Worker processes for analyzers that use one core each (dlib): a batch is split across the workers and
-    runs while this process does the torch work, a bounded producer/consumer with one batch in flight."""
+    """Worker processes for analyzers that use one core each (dlib): they take each batch's files in small
+    slices (a slow slice does not leave the other core idle) while this process does the torch work."""
+
+    SLICE = 2  # images per worker task: small enough to balance the workers, large enough to batch descriptors
 
     def __init__(self, workers: int) -> None:
         from ingest.pipeline import new_worker_pool
@@ -280,36 +352,53 @@ class _FilePool:
         self.workers = max(1, workers)
         self._new = lambda: new_worker_pool(self.workers)
         self.pool = self._new()
+        self.generation = 0
 
-    def submit(self, model: Any, paths: list[str]) -> list[Any]:
-        size = max(1, -(-len(paths) // self.workers))
-        return [self.pool.submit(_analyze_files, model, paths[i:i + size]) for i in range(0, len(paths), size)]
-
-    def collect(self, futures: list[Any]) -> list[Any]:
+    def submit(self, model: Any, paths: list[str]) -> _Submitted:
         from concurrent.futures.process import BrokenProcessPool
 
+        slices = [paths[i:i + self.SLICE] for i in range(0, len(paths), self.SLICE)]
         try:
-            return [result for future in futures for result in future.result()]
-        except BrokenProcessPool:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new()
-            raise _WorkerCrashed("the analyzer crashed on one of these files (worker process died)") from None
+            return _Submitted(model, slices, self._send(model, slices), self.generation)
+        except BrokenProcessPool:  # an earlier batch's file killed a worker: `collect` sends these again
+            return _Submitted(model, slices, [], -1)
+
+    def _send(self, model: Any, slices: list[list[str]]) -> list[Any]:
+        return [self.pool.submit(_analyze_files, model, paths) for paths in slices]
+
+    def collect(self, work: _Submitted) -> "list[_FileResult] | str":
+        """Every file's result, or why the worker process died (a native library crashed on one of them).
+
+        The next batch's files are in flight beside this one's, so a crash may be theirs: the files are given
+        once more, alone on a fresh pool, before this batch is blamed."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        for _ in range(2):
+            try:
+                if work.generation != self.generation:  # sent to a pool that died since
+                    work.futures, work.generation = self._send(work.model, work.slices), self.generation
+                return [result for future in work.futures for result in future.result()]
+            except BrokenProcessPool:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool, self.generation = self._new(), self.generation + 1
+        return "the analyzer crashed on one of these files (worker process died)"
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _load_images(refs: list[ImageRef]) -> tuple[list[Image.Image | None], dict[str, str]]:
+def _load_images(refs: "list[ImageRef] | list[str]", broken: dict[str, str]) -> list[Image.Image | None]:
+    """Each image decoded as RGB, or None with the reason recorded in `broken` under its path."""
     images: list[Image.Image | None] = []
-    broken: dict[str, str] = {}
     for ref in refs:
+        path = ref if isinstance(ref, str) else ref.path
         try:
-            with Image.open(ref.path) as img:
+            with Image.open(path) as img:
                 images.append(img.convert("RGB"))
         except (OSError, ValueError) as error:
             images.append(None)
-            broken[ref.path] = str(error)
-    return images, broken
+            broken[path] = str(error)
+    return images
 
 
 def _write_tags(session: Session, ref: ImageRef, labels: list[tuple[str, float]], model_id: str,

@@ -109,6 +109,46 @@ def test_a_crashing_worker_fails_that_stage_only_and_the_run_goes_on(extracted: 
     assert all("crashed" in (t.error or "") for t in failed)
 
 
+class FacesCrashingOnOneImage:
+    """dlib stand-in whose native code dies on one image only (found by its mean pixel value)."""
+
+    family = "faces"
+    model_id = "faces-crashing-on-one"
+    single_threaded = True
+
+    def __init__(self, poison_mean: float) -> None:
+        self.poison_mean = poison_mean
+
+    def run(self, images: list[Image.Image]) -> list[list]:
+        if any(abs(float(np.asarray(image).mean()) - self.poison_mean) < 1e-6 for image in images):
+            os._exit(3)
+        return [[] for _ in images]
+
+
+def test_a_crash_is_blamed_on_its_own_file_though_the_next_batch_was_in_flight(extracted: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Workers already hold the next batch's files while a batch finishes: a crash is retried alone before
+    anyone is blamed, so the innocent files (before and after) are done and only the poisonous one fails."""
+    from catalog.db import session_for
+    from catalog.models import Media, Task
+    from catalog.settings import Library
+    from ingest.analyze import backfill, images_of, load_analyzer, run_analyzers
+
+    library = Library.at(_fresh_copy(extracted, tmp_path))
+    with session_for(library.database_url) as session:
+        photos = session.exec(select(Media).where(Media.kind == "photo").order_by(Media.id)).all()
+        poison = photos[2]  # batches of one file: the crash comes while the next file is already submitted
+        with Image.open(images_of(session, library, poison)[0].path) as image:
+            poison_mean = float(np.asarray(image.convert("RGB")).mean())
+        backfill(session, ["tags", "faces"])
+        summaries = run_analyzers(session, library, ["tags", "faces"], batch_size=1, workers=2,
+                                  models={"tags": load_analyzer("tags"), "faces": FacesCrashingOnOneImage(poison_mean)})
+        faces = {t.media_id: t for t in session.exec(select(Task).where(Task.stage == "faces")).all()}
+    assert (summaries["tags"].done, summaries["faces"].done, summaries["faces"].failed) == (5, 4, 1)
+    assert faces[poison.id].status == "failed" and "crashed" in (faces[poison.id].error or "")
+    assert all(t.status == "done" for media_id, t in faces.items() if media_id != poison.id)
+
+
 def test_analyzers_pick_the_gpu_when_torch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """No GPU here: the choice itself is checked (CUDA when available, larger batches, a spec can pin cpu)."""
     import torch
