@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, Iterable, Iterator, Sequence
 
 FRAME_BITS = 20  # vector id = media_id << FRAME_BITS | (keyframe index + 1); photos use slot 0
+PAGE_BYTES = 8192 * 512 * 32  # Python lists of floats per page of a bulk read (see iterate_images)
 _OPEN: dict[str, int] = {}  # open clients per Milvus Lite file in this process (its server is shared)
 
 
@@ -122,11 +123,13 @@ class VectorStore:
         return int(self.client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def iterate_images(self, collection: str, fields: Sequence[str], filter_expr: str = "") -> Iterator[dict[str, Any]]:
-        """Every row (id, vector and `fields`) of a collection, in pages of 8,192 (a bulk read for snapshots).
+        """Every row (id, vector and `fields`) of a collection, in pages of up to 8,192 (a bulk read for snapshots).
 
         Why big pages: in Milvus Lite each page is a new query whose cost grows with the collection (at 1M rows
         ~5 s for a page of 2,000, ~10 s for 16,384), so a full read of 1M rows took ~45 min in pages of 2,000.
-        Not the 16,384 maximum: a page arrives as Python lists of floats, ~13 MB per 1,000 rows of 512-d.
+        Not bigger: a page arrives as Python lists of floats, ~32 bytes a number, so pages are also held to
+        PAGE_BYTES (8,192 rows of 512-d; 3,276 of MobileNet's 1280-d: reading the 10k-file benchmark's 13.5k
+        such rows peaked 0.60 GB above the start in pages of 8,192, 0.32 GB in pages of 3,276, and was faster).
         """
         import logging
 
@@ -136,13 +139,19 @@ class VectorStore:
         level = log.level
         log.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it has no server timestamp
         try:
-            iterator = self.client.query_iterator(collection, batch_size=8192, filter=filter_expr,
+            iterator = self.client.query_iterator(collection, batch_size=self._page_rows(collection),
+                                                  filter=filter_expr,
                                                   output_fields=["id", "vector", *fields])
             while batch := iterator.next():
                 yield from batch
             iterator.close()
         finally:
             log.setLevel(level)
+
+    def _page_rows(self, collection: str) -> int:
+        fields = self.client.describe_collection(collection).get("fields", [])
+        dim = next((int(f.get("params", {}).get("dim", 0)) for f in fields if f.get("name") == "vector"), 0)
+        return max(1024, min(8192, PAGE_BYTES // (32 * max(1, dim))))
 
     def close(self) -> None:
         """Close the client and, for Milvus Lite, stop its in-process server: it holds an exclusive file lock,
