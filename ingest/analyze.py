@@ -128,9 +128,10 @@ def run_analyzers(session: Session, library: Library, stages: list[str], batch_s
                   workers: int | None = None) -> dict[str, RunSummary]:
     """Work all pending tasks of these analyzer stages, one batch of files at a time.
 
-    Each derived image is decoded once for every analyzer that needs it; MobileNetV2 runs once when it serves
-    both `embed` and `tags`; and single-threaded analyzers (dlib faces) run in `workers` processes on the same
-    files while torch uses this one, so no core idles (benchmarks/RESULTS.md has the measurements).
+    Each derived image is decoded once in this process for all of its analyzers, and MobileNetV2 runs once when
+    it serves both `embed` and `tags`; single-threaded analyzers (dlib faces) run in `workers` processes that
+    decode the files themselves, fed a batch ahead, while torch uses this one, so no core idles
+    (benchmarks/RESULTS.md has the measurements).
     """
     models = dict(models or {})
     for stage in stages:
