@@ -271,7 +271,7 @@ class _Outcome:
 
     def decode(self, refs: list[ImageRef]) -> dict[ImageRef, Image.Image]:
         decoded = {}
-        for ref, image in zip(refs, _load_images(refs, self.broken)):
+        for ref, image in zip(refs, _load_images([r.path for r in refs], self.broken)):
             if image is not None:
                 decoded[ref] = image
                 self.sizes[ref] = image.size
@@ -388,11 +388,10 @@ class _FilePool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _load_images(refs: "list[ImageRef] | list[str]", broken: dict[str, str]) -> list[Image.Image | None]:
+def _load_images(paths: list[str], broken: dict[str, str]) -> list[Image.Image | None]:
     """Each image decoded as RGB, or None with the reason recorded in `broken` under its path."""
     images: list[Image.Image | None] = []
-    for ref in refs:
-        path = ref if isinstance(ref, str) else ref.path
+    for path in paths:
         try:
             with Image.open(path) as img:
                 images.append(img.convert("RGB"))
