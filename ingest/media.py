@@ -85,14 +85,14 @@ def save_webp(img: Image.Image, dest: str, quality: int = 80) -> None:
 
 
 def save_jpeg(img: Image.Image, dest: str, quality: int = 85) -> None:
-    """Write a JPEG atomically; ~7x cheaper to encode than WebP at 1280 px (large keyframes)."""
+    """Write a JPEG atomically; ~6x cheaper to encode than WebP at 1280 px (large previews)."""
     if img.mode != "RGB":
         img = img.convert("RGB")
     _save_atomically(img, dest, format="JPEG", quality=quality)
 
 
 def save_image(img: Image.Image, dest: str) -> None:
-    """Write a derived image in the format its name asks for (.jpg large keyframes, .webp thumbnails)."""
+    """Write a derived image in the format its name asks for (.jpg large previews, .webp small thumbnails)."""
     (save_jpeg if dest.endswith((".jpg", ".jpeg")) else save_webp)(img, dest)
 
 
@@ -111,7 +111,7 @@ def _save_atomically(img: Image.Image, dest: str, **options: object) -> None:
 
 
 def make_thumbnails(img: Image.Image, small_dest: str, large_dest: str) -> tuple[int, int]:
-    """Write the small and large WebP thumbnails of an upright image; return its (width, height)."""
+    """Write the small and large thumbnails of an upright image (formats by name); return its (width, height)."""
     large = resize_to_fit(img, THUMB_LARGE)
     save_image(large, large_dest)
     save_image(resize_to_fit(large, THUMB_SMALL), small_dest)  # from `large`: far cheaper, same result

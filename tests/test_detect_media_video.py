@@ -479,16 +479,22 @@ def test_save_image_picks_the_format_by_name(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.webp"]
 
 
-def test_large_keyframes_are_jpeg_and_a_legacy_webp_keyframe_is_still_found(tmp_path: Path) -> None:
+def test_large_previews_are_jpeg_and_a_legacy_webp_preview_is_still_found(tmp_path: Path) -> None:
     library = Library.at(tmp_path / "lib")
     assert library.frame_path("ab" * 32, 1500, "large").suffix == ".jpg"
-    assert library.thumb_path("ab" * 32, "large").suffix == ".webp"
+    assert library.thumb_path("ab" * 32, "large").suffix == ".jpg"
     assert library.frame_path("ab" * 32, 1500, "small").suffix == ".webp"
+    assert library.thumb_path("ab" * 32, "small").suffix == ".webp"
     legacy = library.frame_path("cd" * 32, 1500, "large").with_suffix(".webp")  # written before previews were JPEG
+    legacy_thumb = library.thumb_path("cd" * 32, "large").with_suffix(".webp")
     save_webp(_rgb(), str(legacy))
+    save_webp(_rgb(), str(legacy_thumb))
     assert library.frame_path("cd" * 32, 1500, "large") == legacy
+    assert library.thumb_path("cd" * 32, "large") == legacy_thumb
     save_image(_rgb(), str(legacy.with_suffix(".jpg")))  # re-extracted: the JPEG wins
+    save_image(_rgb(), str(legacy_thumb.with_suffix(".jpg")))
     assert library.frame_path("cd" * 32, 1500, "large").suffix == ".jpg"
+    assert library.thumb_path("cd" * 32, "large").suffix == ".jpg"
 
 
 # --- keyframes ------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_ingest_sample_library(source_dir: Path, library_dir: Path) -> None:
 def test_derived_images_are_upright_and_sources_untouched(source_dir: Path, library_dir: Path) -> None:
     before = {p: p.read_bytes() for p in source_dir.rglob("*") if p.is_file()}
     cli_json("ingest", str(source_dir / "exif"), library=library_dir)
-    thumbs = sorted((library_dir / "derived" / "thumbs").rglob("*_large.webp"))
+    thumbs = sorted((library_dir / "derived" / "thumbs").rglob("*_large.jpg"))
     assert thumbs
     for n in range(1, 9):
         info = cli_json("info", str(source_dir / "exif" / f"goexif_f{n}-exif.jpg"), library=library_dir)
