@@ -298,8 +298,10 @@ def reference_runs(models: dict[str, Any], workers: int) -> list[Reference]:
     When embed and tags share the backbone the pipeline computes it once per image, so their reference is that
     one pass (`run_with_tags`); each model's separate run is still timed, for the table, but not counted.
     """
+    from ingest.analyze import one_pass_serves_both
+
     embed, tags = models.get("embed"), models.get("tags")
-    shared = embed is not None and hasattr(embed, "shares_backbone") and embed.shares_backbone(tags)
+    shared = one_pass_serves_both(embed, tags)
     runs = []
     for stage, model in models.items():
         alone = shared and stage in ("embed", "tags")

@@ -296,13 +296,17 @@ class _Outcome:
         return self.crashed.get(stage)
 
 
+def one_pass_serves_both(embed: Any, tags: Any) -> bool:
+    """True when `embed.run_with_tags` computes both stages from one MobileNetV2 pass (same weights, device)."""
+    return hasattr(embed, "shares_backbone") and embed.shares_backbone(tags)
+
+
 def _run_local_models(models: dict[str, Any], decoded: dict[ImageRef, Image.Image],
                       wanted: dict[str, list[ImageRef]], results: dict[str, dict[ImageRef, Any]]) -> None:
     """The stages that run in this process over decoded images; MobileNetV2 once when it serves embed and tags."""
     wanted = {stage: refs for stage, refs in wanted.items() if refs}
     embed, tags = models.get("embed"), models.get("tags")
-    shared = ("embed" in wanted and wanted["embed"] == wanted.get("tags")
-              and hasattr(embed, "shares_backbone") and embed.shares_backbone(tags))
+    shared = "embed" in wanted and wanted["embed"] == wanted.get("tags") and one_pass_serves_both(embed, tags)
     if shared:
         vecs, labels = embed.run_with_tags([decoded[r] for r in wanted["embed"]], tags)
         results["embed"].update(zip(wanted["embed"], vecs))

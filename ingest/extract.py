@@ -21,8 +21,6 @@ from ingest.metadata import (MediaMetadata, MetadataError, apply_file_time_fallb
 from ingest.media import open_image
 from ingest.video import extract_keyframes
 
-SMALL_SIDE = THUMB_SMALL  # small thumbnails and keyframes; the perceptual hash is taken at this size
-
 
 @dataclass(frozen=True)
 class ExtractJob:
@@ -107,7 +105,7 @@ def _photo_derivatives(path: str, job: ExtractJob, library: Library, result: Ext
     image = open_image(path, fmt=job.format, max_side=THUMB_LARGE)
     small = make_thumbnails(image, str(library.thumb_path(job.content_hash, "small")),
                             str(library.thumb_path(job.content_hash, "large")))
-    result.fields["phash"] = str(imagehash.phash(small))  # the small thumbnail is the SMALL_SIDE image
+    result.fields["phash"] = str(imagehash.phash(small))  # the image searches hash too (tools/search.py)
     if not result.fields.get("width"):
         result.fields["width"], result.fields["height"] = image.info.get("source_size", image.size)
 
@@ -117,7 +115,7 @@ def _keyframes(path: str, content_hash: str, library: Library) -> list[FrameOut]
     for idx, keyframe in enumerate(extract_keyframes(path, max_side=THUMB_LARGE)):
         time_ms = int(round(keyframe.time * 1000))
         save_image(keyframe.image, str(library.frame_path(content_hash, time_ms, "large")))
-        save_image(resize_to_fit(keyframe.image, SMALL_SIDE), str(library.frame_path(content_hash, time_ms, "small")))
+        save_image(resize_to_fit(keyframe.image, THUMB_SMALL), str(library.frame_path(content_hash, time_ms, "small")))
         width, height = keyframe.image.size
         frames.append(FrameOut(idx=idx, time=keyframe.time, width=width, height=height,
                                scene_change=keyframe.scene_change))

@@ -953,10 +953,9 @@ def _phash_of(path: str | None, warnings: list[str]) -> str | None:
         return None
     import imagehash
 
-    from ingest.extract import SMALL_SIDE
-    from ingest.media import resize_to_fit
+    from ingest.media import THUMB_SMALL, resize_to_fit
 
-    return str(imagehash.phash(resize_to_fit(images[0], SMALL_SIDE)))
+    return str(imagehash.phash(resize_to_fit(images[0], THUMB_SMALL)))
 
 
 def _rows_for(session: Session, conditions: list[ColumnElement[bool]], ranked: dict[int, Evidence],
