@@ -119,6 +119,25 @@ def generate(folder: Path, photos: int, videos: int, megapixels: float, workers:
         list(pool.map(_remux_video, copies, chunksize=4))
 
 
+# Disk per file, measured on the generated library (10,000 photos + 200 videos: 13 GB of media, ~2 GB of
+# library): a 12 MP photo ~0.74 MB (0.062 MB per megapixel) + ~0.15 MB of previews; a video ~28 MB + its
+# keyframes' previews and the ffmpeg baseline's full-size JPEGs (~5 MB).
+MB_PER_MEGAPIXEL, MB_PER_PHOTO_PREVIEWS, MB_PER_VIDEO = 0.07, 0.2, 35.0
+
+
+def check_free_space(folder: Path, photos: int, videos: int, megapixels: float) -> None:
+    """Fail before generating anything when the disk cannot hold the run: a full disk half-way through an hour's
+    run loses the hour, and starves whatever else shares the disk (a CI run's venv install)."""
+    have_p = len(list((folder / "photos").glob("*.jpg")))
+    have_v = len(list((folder / "videos").glob("*.mp4")))
+    need_mb = (max(0, photos - have_p) * megapixels * MB_PER_MEGAPIXEL + photos * MB_PER_PHOTO_PREVIEWS
+               + max(0, videos - have_v) * MB_PER_VIDEO + videos * 5.0)
+    free_mb = shutil.disk_usage(folder).free / 1e6
+    if need_mb * 1.2 > free_mb:
+        raise SystemExit(f"benchmark needs about {need_mb / 1e3:.1f} GB in {folder} and {free_mb / 1e3:.1f} GB "
+                         f"are free: free some space or pass a smaller --photos / --videos")
+
+
 def _copy_photo(folder: Path, index: int, original: int) -> None:
     """Another JPEG with the same pixels and new bytes (a comment segment after SOI), so a new content hash.
 
@@ -317,6 +336,16 @@ def reference_runs(models: dict[str, Any], workers: int) -> list[Reference]:
 
 def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pe-bench-"))
+    try:
+        check_free_space(folder, args.photos, args.videos, args.megapixels)
+        return _generate_and_measure(args, folder)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)  # ~15 GB at the issue's size: never left behind
+
+
+def _generate_and_measure(args: argparse.Namespace, folder: Path) -> tuple[list[Row], list[str]]:
     from sqlmodel import select
 
     from catalog.db import session_for
@@ -327,7 +356,6 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     from ingest.scan import add_source, scan_source
 
     workers = args.workers or os.cpu_count() or 1
-    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pe-bench-"))
     print(f"generating {args.photos} photos ({args.megapixels} MP) and {args.videos} videos in {folder} ...",
           flush=True)
     generate(folder, args.photos, args.videos, args.megapixels, workers)
@@ -394,8 +422,6 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
         notes.append(f"peak memory during {name}: RSS {m.rss_mb:.0f} MB, PSS {m.pss_mb:.0f} MB")
         notes.append(f"tree RSS during {name} at 25/50/75/100% of its time: "
                      + " / ".join(f"{m.rss_at(f):.0f}" for f in (0.25, 0.5, 0.75, 1.0)) + " MB")
-    if not args.keep:
-        shutil.rmtree(folder, ignore_errors=True)
     return rows, notes
 
 
