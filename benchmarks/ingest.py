@@ -122,16 +122,17 @@ def generate(folder: Path, photos: int, videos: int, megapixels: float, workers:
 # Disk per file, measured on the generated library (10,000 photos + 200 videos: 13 GB of media, ~2 GB of
 # library): a 12 MP photo ~0.74 MB (0.062 MB per megapixel) + ~0.15 MB of previews; a video ~28 MB + its
 # keyframes' previews and the ffmpeg baseline's full-size JPEGs (~5 MB).
-MB_PER_MEGAPIXEL, MB_PER_PHOTO_PREVIEWS, MB_PER_VIDEO = 0.07, 0.2, 35.0
+MB_PER_MEGAPIXEL, MB_PER_PHOTO_PREVIEWS, MB_PER_VIDEO, MB_PER_VIDEO_FRAMES = 0.07, 0.2, 35.0, 5.0
 
 
 def check_free_space(folder: Path, photos: int, videos: int, megapixels: float) -> None:
     """Fail before generating anything when the disk cannot hold the run: a full disk half-way through an hour's
     run loses the hour, and starves whatever else shares the disk (a CI run's venv install)."""
+    folder.mkdir(parents=True, exist_ok=True)
     have_p = len(list((folder / "photos").glob("*.jpg")))
     have_v = len(list((folder / "videos").glob("*.mp4")))
     need_mb = (max(0, photos - have_p) * megapixels * MB_PER_MEGAPIXEL + photos * MB_PER_PHOTO_PREVIEWS
-               + max(0, videos - have_v) * MB_PER_VIDEO + videos * 5.0)
+               + max(0, videos - have_v) * MB_PER_VIDEO + videos * MB_PER_VIDEO_FRAMES)
     free_mb = shutil.disk_usage(folder).free / 1e6
     if need_mb * 1.2 > free_mb:
         raise SystemExit(f"benchmark needs about {need_mb / 1e3:.1f} GB in {folder} and {free_mb / 1e3:.1f} GB "
