@@ -102,8 +102,7 @@ def _make_video(args: tuple[int, str, float, str]) -> None:
 def generate(folder: Path, photos: int, videos: int, megapixels: float, workers: int) -> None:
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
-    have_p = len(list((folder / "photos").glob("*.jpg")))
-    have_v = len(list((folder / "videos").glob("*.mp4")))
+    have_p, have_v = generated_counts(folder)
     rng = random.Random(7)
     unique_p = min(photos, UNIQUE_PHOTOS)
     with ProcessPoolExecutor(workers) as pool:
@@ -119,6 +118,11 @@ def generate(folder: Path, photos: int, videos: int, megapixels: float, workers:
         list(pool.map(_remux_video, copies, chunksize=4))
 
 
+def generated_counts(folder: Path) -> tuple[int, int]:
+    """(photos, videos) already generated in `folder`: a kept folder is topped up, never made again."""
+    return len(list((folder / "photos").glob("*.jpg"))), len(list((folder / "videos").glob("*.mp4")))
+
+
 # Disk per file, measured on the generated library (10,000 photos + 200 videos: 13 GB of media, ~2 GB of
 # library): a 12 MP photo ~0.74 MB (0.062 MB per megapixel) + ~0.15 MB of previews; a video ~28 MB + its
 # keyframes' previews and the ffmpeg baseline's full-size JPEGs (~5 MB).
@@ -129,8 +133,7 @@ def check_free_space(folder: Path, photos: int, videos: int, megapixels: float) 
     """Fail before generating anything when the disk cannot hold the run: a full disk half-way through an hour's
     run loses the hour, and starves whatever else shares the disk (a CI run's venv install)."""
     folder.mkdir(parents=True, exist_ok=True)
-    have_p = len(list((folder / "photos").glob("*.jpg")))
-    have_v = len(list((folder / "videos").glob("*.mp4")))
+    have_p, have_v = generated_counts(folder)
     need_mb = (max(0, photos - have_p) * megapixels * MB_PER_MEGAPIXEL + photos * MB_PER_PHOTO_PREVIEWS
                + max(0, videos - have_v) * MB_PER_VIDEO + videos * MB_PER_VIDEO_FRAMES)
     free_mb = shutil.disk_usage(folder).free / 1e6
